@@ -1,0 +1,1 @@
+"""Provenance primitives: Merkle trees, receipts and ledger clients (usable on their own)."""

@@ -1,0 +1,1 @@
+"""Signal extractors: pure functions from bytes to hashes and scores (usable on their own)."""

@@ -1,0 +1,1 @@
+"""HTTP API (FastAPI): routes, authentication and error mapping."""

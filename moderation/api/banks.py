@@ -1,0 +1,221 @@
+"""Banks of known content under /v1/banks."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy.orm import Session
+
+from moderation import audit, banks, hashlist
+from moderation.api.deps import get_session, get_settings_dep, require
+from moderation.domain import MediaRef
+from moderation.errors import InputTooLarge, InvalidInput
+from moderation.keys import Principal
+from moderation.media import MediaPolicy, load_media
+from moderation.pipeline import hash_image_data, image_limits_from
+from moderation.settings import Settings
+
+router = APIRouter(prefix="/v1/banks", tags=["banks"])
+admin = require("admin")
+readers = require("admin", "reviewer")
+
+
+class BankCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    kind: Literal["image", "text", "video"] = "image"
+    action: Literal["block", "review", "track", "allow"] = "block"
+    threshold: int | None = None
+    description: str = Field(default="", max_length=2000)
+
+
+class BankUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["block", "review", "track", "allow"] | None = None
+    threshold: int | None = None
+    enabled: bool | None = None
+    description: str | None = Field(default=None, max_length=2000)
+
+
+class EntryCreate(BaseModel):
+    """One of: an image inline (`data_b64`) or by `uri`, or a ready PDQ hash (`pdq`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    data_b64: str | None = None
+    uri: str | None = None
+    pdq: str | None = None
+    quality: int | None = Field(default=None, ge=0, le=100)
+    note: str = Field(default="", max_length=2000)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EntryCreate:
+        if sum(x is not None for x in (self.data_b64, self.uri, self.pdq)) != 1:
+            raise ValueError("give exactly one of 'data_b64', 'uri' or 'pdq'")
+        return self
+
+
+@router.get("")
+def list_banks(
+    session: Session = Depends(get_session), _: Principal = Depends(readers)
+) -> list[dict[str, Any]]:
+    return [b.to_dict() for b in banks.list_banks(session)]
+
+
+@router.post("", status_code=201)
+def create_bank(
+    body: BankCreate, session: Session = Depends(get_session), who: Principal = Depends(admin)
+) -> dict[str, Any]:
+    info = banks.create_bank(
+        session,
+        body.name,
+        kind=body.kind,
+        action=body.action,
+        threshold=body.threshold,
+        description=body.description,
+    )
+    audit.record(
+        session,
+        who.name,
+        "bank.create",
+        "bank",
+        info.name,
+        action=info.action,
+        threshold=info.threshold,
+    )
+    return info.to_dict()
+
+
+@router.get("/{name}")
+def get_bank(
+    name: str, session: Session = Depends(get_session), _: Principal = Depends(readers)
+) -> dict[str, Any]:
+    return banks.get_bank(session, name).to_dict()
+
+
+@router.patch("/{name}")
+def update_bank(
+    name: str,
+    body: BankUpdate,
+    session: Session = Depends(get_session),
+    who: Principal = Depends(admin),
+) -> dict[str, Any]:
+    info = banks.update_bank(session, name, **body.model_dump(exclude_none=True))
+    audit.record(
+        session, who.name, "bank.update", "bank", name, **body.model_dump(exclude_none=True)
+    )
+    return info.to_dict()
+
+
+@router.delete("/{name}", status_code=204)
+def delete_bank(
+    name: str, session: Session = Depends(get_session), who: Principal = Depends(admin)
+) -> None:
+    banks.delete_bank(session, name)
+    audit.record(session, who.name, "bank.delete", "bank", name)
+
+
+@router.post("/{name}/entries", status_code=201)
+def add_entry(
+    name: str,
+    body: EntryCreate,
+    session: Session = Depends(get_session),
+    settings: Settings = Depends(get_settings_dep),
+    who: Principal = Depends(admin),
+) -> dict[str, Any]:
+    bank = banks.get_bank_row(session, name)
+    if body.pdq is not None:
+        pdq, quality = banks.validate_pdq(body.pdq), body.quality
+    else:
+        ref = MediaRef(kind="image", data_b64=body.data_b64, uri=body.uri)
+        data = load_media(ref, MediaPolicy.from_settings(settings), field="entry")
+        hashes = hash_image_data(data, image_limits_from(settings), "entry")
+        pdq, quality = hashes.pdq, hashes.pdq_quality
+    [entry_id] = banks.add_entries(
+        session, bank, [banks.EntryInput(pdq, quality, body.note, who.name)]
+    )
+    audit.record(session, who.name, "bank.entry.add", "bank", name, entry_id=entry_id)
+    return {"bank": name, "entry_id": entry_id, "pdq": pdq, "quality": quality}
+
+
+@router.get("/{name}/entries")
+def list_entries(
+    name: str,
+    after: int = Query(0, ge=0),
+    limit: int = Query(100, ge=1, le=1000),
+    session: Session = Depends(get_session),
+    _: Principal = Depends(admin),
+) -> dict[str, Any]:
+    bank = banks.get_bank_row(session, name)
+    rows = banks.list_entries(session, bank, after=after, limit=limit)
+    return {
+        "bank": name,
+        "entries": [
+            {
+                "entry_id": r.id,
+                "signal_type": r.signal_type,
+                "value": r.value,
+                "quality": r.quality,
+                "note": r.note,
+                "created_at": r.created_at.isoformat(),
+            }
+            for r in rows
+        ],
+        "next_after": rows[-1].id if len(rows) == limit else None,
+    }
+
+
+@router.delete("/{name}/entries/{entry_id}", status_code=204)
+def remove_entry(
+    name: str,
+    entry_id: int,
+    session: Session = Depends(get_session),
+    who: Principal = Depends(admin),
+) -> None:
+    bank = banks.get_bank_row(session, name)
+    banks.remove_entry(session, bank, entry_id)
+    audit.record(session, who.name, "bank.entry.remove", "bank", name, entry_id=entry_id)
+
+
+@router.get("/{name}/export")
+def export_bank(
+    name: str,
+    format: Literal["txt", "csv", "jsonl"] = "txt",
+    session: Session = Depends(get_session),
+    _: Principal = Depends(admin),
+) -> StreamingResponse:
+    bank = banks.get_bank_row(session, name)
+    rows = [(r.signal_type, r.value, r.quality, r.note) for r in banks.iter_entries(session, bank)]
+    media = {"txt": "text/plain", "csv": "text/csv", "jsonl": "application/x-ndjson"}[format]
+    return StreamingResponse(
+        hashlist.format_lines(rows, format),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{name}.{format}"'},
+    )
+
+
+@router.post("/{name}/import")
+async def import_bank(
+    name: str,
+    request: Request,
+    format: Literal["txt", "csv", "jsonl"] = "txt",
+    settings: Settings = Depends(get_settings_dep),
+    who: Principal = Depends(admin),
+) -> dict[str, Any]:
+    body = await request.body()
+    if len(body) > settings.limits.max_payload_bytes:
+        raise InputTooLarge("hash list is larger than the request limit")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("hash list is not UTF-8 text") from None
+    entries = hashlist.parse(text, format, banks.validate_pdq)
+    from moderation.storage import db
+
+    with db.session_scope(settings.resolved_database_url) as session:
+        bank = banks.get_bank_row(session, name)
+        ids = banks.add_entries(session, bank, entries)
+        audit.record(session, who.name, "bank.import", "bank", name, count=len(ids))
+    return {"bank": name, "imported": len(ids), "distinct": len(set(ids))}

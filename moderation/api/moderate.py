@@ -1,0 +1,96 @@
+"""POST /v1/moderate and GET /v1/items/{content_id}."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from moderation import metrics
+from moderation.api.deps import get_session, get_settings_dep, require
+from moderation.domain import Item, Verdict
+from moderation.errors import InvalidInput, NotFound, http_status_for_code
+from moderation.keys import Principal
+from moderation.queue import moderate_via_queue
+from moderation.settings import Settings
+from moderation.storage.tables import ItemRow, VerdictRow
+
+router = APIRouter(prefix="/v1", tags=["moderation"])
+
+
+@router.post(
+    "/moderate",
+    response_model=Verdict,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": Item.model_json_schema(ref_template="#/components/schemas/{model}")
+                }
+            },
+        }
+    },
+    responses={413: {"description": "input too large"}, 422: {"description": "invalid input"}},
+)
+async def moderate(
+    request: Request,
+    settings: Settings = Depends(get_settings_dep),
+    _: Principal = Depends(require("service", "admin")),
+) -> Any:
+    """Moderate one item synchronously through the `moderation.moderate` task."""
+    started = time.perf_counter()
+    try:
+        payload = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+    result: dict[str, Any] = await run_in_threadpool(
+        moderate_via_queue, payload, timeout=settings.api_result_timeout_s
+    )
+    metrics.MODERATE_LATENCY.observe(time.perf_counter() - started)
+    if "error" in result:
+        code = result["error"].get("code", "internal_error")
+        metrics.ERRORS.labels(code).inc()
+        return JSONResponse(result, status_code=http_status_for_code(code))
+    metrics.VERDICTS.labels(result.get("decision", "unknown")).inc()
+    return JSONResponse(result)
+
+
+@router.get("/items/{content_id}")
+def get_item(
+    content_id: str,
+    session: Session = Depends(get_session),
+    _: Principal = Depends(require("service", "reviewer", "admin")),
+) -> dict[str, Any]:
+    """An item's status and, once decided, its verdict."""
+    item = session.get(ItemRow, content_id)
+    if item is None:
+        raise NotFound(f"no item {content_id!r}", field="content_id")
+    verdict = session.scalar(select(VerdictRow).where(VerdictRow.content_id == content_id))
+    return {
+        "content_id": item.content_id,
+        "uploader_id": item.uploader_id,
+        "status": item.status,
+        "attempts": item.attempts,
+        "error": {"code": item.error_code, "message": item.error_message}
+        if item.status == "failed"
+        else None,
+        "received_at": item.received_at.isoformat(),
+        "verdict": None
+        if verdict is None
+        else {
+            "content_id": verdict.content_id,
+            "decision": verdict.decision,
+            "categories": verdict.categories,
+            "reasons": verdict.reasons,
+            "matches": verdict.matches,
+            "policy_version": verdict.policy_version,
+            "latency_ms": verdict.latency_ms,
+        },
+    }

@@ -1,0 +1,177 @@
+"""Process commands: serve, worker, moderate."""
+
+from __future__ import annotations
+
+import base64
+import sys
+import uuid
+from pathlib import Path
+
+import click
+
+from moderation.cli.common import emit, json_option, settings
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--concurrency", default=None, type=int, help="Worker processes (default: config).")
+@click.option("--no-worker", is_flag=True, help="Do not start a local worker.")
+def serve(host: str, port: int, concurrency: int | None, no_worker: bool) -> None:
+    """Run the HTTP API; without MODERATION_REDIS_URL also an embedded Redis and a worker."""
+    import os
+    import signal
+
+    import uvicorn
+
+    from moderation.api.app import create_app
+    from moderation.embedded import EmbeddedRedis, start_worker, stop_process
+    from moderation.settings import get_settings
+    from moderation.storage import db
+
+    def _terminate(*_: object) -> None:
+        raise SystemExit(0)
+
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit
+    # lets the `finally` below stop the worker and the embedded Redis.
+    signal.signal(signal.SIGTERM, _terminate)
+    s = settings()
+    s.var_dir.mkdir(parents=True, exist_ok=True)
+    db.migrate(s.resolved_database_url)
+    redis = None
+    if not s.redis_url:
+        redis = EmbeddedRedis(s.var_dir)
+        os.environ["MODERATION_REDIS_URL"] = redis.start()
+        get_settings.cache_clear()
+        s = get_settings()
+        click.echo(f"embedded Redis on {s.redis_url}", err=True)
+    proc = None
+    if not no_worker:
+        proc = start_worker(
+            s.redis_url or "", concurrency=concurrency or s.worker_concurrency, pool=s.worker_pool
+        )
+    try:
+        click.echo(f"API on http://{host}:{port} (OpenAPI at /docs)", err=True)
+        uvicorn.run(
+            create_app(s), host=host, port=port, log_level=s.log_level.lower(), access_log=False
+        )
+    finally:
+        if proc is not None:
+            stop_process(proc)
+        if redis is not None:
+            redis.stop()
+
+
+@click.command()
+@click.option("--concurrency", "-c", default=None, type=int, help="Processes (default: config).")
+@click.option("--pool", "-P", default=None, type=click.Choice(["prefork", "solo", "threads"]))
+@click.option("--queues", "-Q", default="moderate,video,anchor,maintenance", show_default=True)
+@click.option("--loglevel", "-l", default="INFO", show_default=True)
+@click.option("--hostname", "-n", default=None, help="Worker node name (default: unique).")
+def worker(
+    concurrency: int | None, pool: str | None, queues: str, loglevel: str, hostname: str | None
+) -> None:
+    """Run a Celery worker (scale out by running more, on more machines)."""
+    import os
+
+    from moderation.embedded import running_embedded_url
+    from moderation.settings import get_settings
+    from moderation.storage import db
+
+    s = settings()
+    if not s.redis_url:
+        url = running_embedded_url(s.var_dir)
+        if url is None:
+            raise click.ClickException(
+                "set MODERATION_REDIS_URL, or start `moderation serve` here first to join its "
+                "embedded Redis"
+            )
+        os.environ["MODERATION_REDIS_URL"] = url
+        get_settings.cache_clear()
+        s = get_settings()
+    db.migrate(s.resolved_database_url)
+    pool = pool or s.worker_pool
+    if pool == "solo":
+        from moderation.runtime import get_runtime
+
+        get_runtime()  # warm: load banks and lists before the first task
+    from workers.app import app
+
+    app.worker_main(
+        [
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            str(concurrency or s.worker_concurrency),
+            "-P",
+            pool,
+            "-l",
+            loglevel,
+            "-n",
+            hostname or f"moderation-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )
+
+
+@click.command()
+@click.option("--text", "-t", default=None, help="Text of the item.")
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Image file (repeatable).",
+)
+@click.option("--content-id", default=None, help="Content id (default: random).")
+@click.option("--uploader-id", default="cli", show_default=True)
+@json_option
+def moderate(
+    text: str | None,
+    images: tuple[Path, ...],
+    content_id: str | None,
+    uploader_id: str,
+    as_json: bool,
+) -> None:
+    """Moderate one item in this process and print its verdict."""
+    from moderation.runtime import get_runtime
+    from moderation.service import moderate_payload
+
+    media: list[dict[str, str]] = []
+    for path in images:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+        media.append({"kind": "image", "data_b64": base64.b64encode(data).decode()})
+    payload: dict[str, object] = {
+        "content_id": content_id or f"cli-{uuid.uuid4().hex}",
+        "uploader_id": uploader_id,
+        "text": text,
+        "media": media,
+        "context": {},
+    }
+    result = moderate_payload(get_runtime(), payload)
+    if as_json:
+        emit(result, True)
+    elif "error" in result:
+        click.echo(f"error ({result['error']['code']}): {result['error']['message']}")
+    else:
+        click.echo(
+            f"{result['content_id']}: {result['decision'].upper()}"
+            f"  (policy {result['policy_version']}, {result['latency_ms']:.1f} ms)"
+        )
+        for r in result["reasons"]:
+            click.echo(
+                f"  - {r['source']}/{r['category']}: {r['score']:g} >= {r['threshold']:g}"
+                f"  {r['detail']}"
+            )
+        for m in result["matches"]:
+            click.echo(
+                f"  - match {m['bank']}#{m['entry_id']} distance {m['distance']} ({m['action']})"
+            )
+    if "error" in result:
+        sys.exit(2)

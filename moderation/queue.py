@@ -1,0 +1,94 @@
+"""Celery configuration shared by workers and clients, and a client that sends tasks by name."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from moderation.errors import ConfigError, Unavailable
+from moderation.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+MODERATE_TASK = "moderation.moderate"
+QUEUES = ("moderate", "video", "anchor", "maintenance")
+ROUTES = {
+    "moderation.moderate": {"queue": "moderate"},
+    "moderation.moderate_video": {"queue": "video"},
+    "moderation.anchor.*": {"queue": "anchor"},
+    "moderation.maintenance.*": {"queue": "maintenance"},
+}
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    if not settings.redis_url:
+        raise ConfigError("MODERATION_REDIS_URL is not set (the embedded Redis sets it in serve)")
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        # JSON only on the wire: pickle would let anyone who can write to Redis run code.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "event_serializer": "json",
+        "task_routes": ROUTES,
+        "task_default_queue": "moderate",
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_track_started": False,
+        "worker_prefetch_multiplier": 1,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        "result_expires": 3600,
+        "result_extended": False,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            # An unacknowledged task of a dead worker comes back after this long;
+            # it must exceed the hard time limit or live tasks would run twice.
+            "visibility_timeout": int(settings.task_time_limit_s * 2 + 30),
+            "socket_keepalive": True,
+        },
+        "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
+        "redis_socket_keepalive": True,
+        "task_soft_time_limit": settings.task_soft_time_limit_s,
+        "task_time_limit": settings.task_time_limit_s,
+    }
+
+
+_client: Celery | None = None
+_client_lock = threading.Lock()
+
+
+def client(settings: Settings | None = None) -> Celery:
+    """A task-less Celery app for callers (API, bench); tasks are sent by name."""
+    global _client
+    if _client is None:
+        with _client_lock:
+            if _client is None:
+                from celery import Celery
+
+                app = Celery("moderation-client")
+                app.conf.update(celery_config(settings or get_settings()))
+                _client = app
+    return _client
+
+
+def reset_client() -> None:
+    global _client
+    _client = None
+
+
+def moderate_via_queue(payload: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+    """Send one item to `moderation.moderate` and wait for its result (same thread)."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    result = client().send_task(MODERATE_TASK, args=[payload])
+    try:
+        value = result.get(timeout=timeout, interval=0.005, propagate=True)
+    except CeleryTimeout:
+        raise Unavailable(f"no verdict within {timeout:g} s; is a worker running?") from None
+    if not isinstance(value, dict):
+        raise Unavailable("the worker returned an unexpected result")
+    return value

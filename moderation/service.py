@@ -1,0 +1,196 @@
+"""The moderate use case: validate a payload, return a stored verdict or compute and store one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from moderation.domain import Item, Verdict
+from moderation.errors import InputTooLarge, InvalidInput, ModerationError
+from moderation.pipeline import Analysis, moderate
+from moderation.runtime import Runtime
+from moderation.settings import Limits
+from moderation.storage.tables import ItemHashRow, ItemRow, VerdictRow
+
+log = logging.getLogger(__name__)
+
+
+def _describe(err: Any) -> str:
+    loc = ".".join(str(p) for p in err.get("loc", ())) or "item"
+    if err.get("type") == "extra_forbidden":
+        return f"unknown field {loc!r}"
+    if err.get("type") == "missing":
+        return f"missing required field {loc!r}"
+    return f"{loc}: {err.get('msg', 'invalid')}"
+
+
+def parse_item(payload: Any, limits: Limits) -> Item:
+    """Validate a raw payload against the contract and every input bound."""
+    if not isinstance(payload, dict):
+        raise InvalidInput("the item must be a JSON object")
+    try:
+        item = Item.model_validate(payload)
+    except ValidationError as exc:
+        errors = exc.errors()
+        loc = errors[0].get("loc", ()) if errors else ()
+        field = ".".join(str(p) for p in loc) or None
+        raise InvalidInput("; ".join(_describe(e) for e in errors), field=field) from None
+    for name in ("content_id", "uploader_id"):
+        if len(getattr(item, name)) > limits.max_id_chars:
+            raise InputTooLarge(
+                f"{name} is longer than {limits.max_id_chars} characters", field=name
+            )
+    if item.text is not None and len(item.text) > limits.max_text_chars:
+        raise InputTooLarge(
+            f"text has {len(item.text)} characters, over the limit of {limits.max_text_chars}",
+            field="text",
+        )
+    if len(item.media) > limits.max_media_items:
+        raise InputTooLarge(
+            f"{len(item.media)} media objects, over the limit of {limits.max_media_items}",
+            field="media",
+        )
+    if len(json.dumps(item.context, default=str)) > limits.max_context_bytes:
+        raise InputTooLarge(f"context is over {limits.max_context_bytes} bytes", field="context")
+    return item
+
+
+def _stored_verdict(session: Session, content_id: str) -> Verdict | None:
+    row = session.scalar(select(VerdictRow).where(VerdictRow.content_id == content_id))
+    if row is None:
+        return None
+    return Verdict(
+        content_id=row.content_id,
+        decision=row.decision,  # type: ignore[arg-type]
+        categories=row.categories,
+        reasons=row.reasons,
+        matches=row.matches,
+        policy_version=row.policy_version,
+        latency_ms=row.latency_ms,
+    )
+
+
+def get_verdict(rt: Runtime, content_id: str) -> Verdict | None:
+    with rt.session() as s:
+        return _stored_verdict(s, content_id)
+
+
+def _fallback_id(payload: Any) -> str:
+    if isinstance(payload, dict):
+        cid = payload.get("content_id")
+        if isinstance(cid, str) and 0 < len(cid) <= 256:
+            return cid
+    raw = json.dumps(payload, sort_keys=True, default=str).encode()
+    return "invalid-" + hashlib.sha256(raw).hexdigest()[:32]
+
+
+def record_failure(rt: Runtime, payload: Any, error: ModerationError) -> str:
+    """Keep a failed item on record (never lost); returns the id it is recorded under."""
+    content_id = _fallback_id(payload)
+    uploader = payload.get("uploader_id") if isinstance(payload, dict) else None
+    with rt.session() as s:
+        row = s.get(ItemRow, content_id)
+        if row is None:
+            row = ItemRow(
+                content_id=content_id,
+                uploader_id=str(uploader or "")[:256],
+                status="failed",
+                context={},
+                attempts=0,
+            )
+            s.add(row)
+        if row.status != "done":
+            row.status = "failed"
+            row.error_code = error.code
+            row.error_message = error.message[:2000]
+        row.attempts = (row.attempts or 0) + 1
+    return content_id
+
+
+def _store(s: Session, item: Item, verdict: Verdict, analysis: Analysis) -> None:
+    row = s.get(ItemRow, item.content_id)
+    if row is None:
+        row = ItemRow(content_id=item.content_id, attempts=0)
+        s.add(row)
+    row.uploader_id = item.uploader_id
+    row.status = "done"
+    row.text = item.text
+    row.media_count = len(item.media)
+    row.context = item.context
+    row.error_code = row.error_message = None
+    row.attempts = (row.attempts or 0) + 1
+    s.flush()
+    s.add(
+        VerdictRow(
+            content_id=verdict.content_id,
+            decision=verdict.decision,
+            categories=verdict.categories,
+            reasons=[r.model_dump() for r in verdict.reasons],
+            matches=[m.model_dump() for m in verdict.matches],
+            policy_version=verdict.policy_version,
+            latency_ms=verdict.latency_ms,
+        )
+    )
+    for mh in analysis.media:
+        s.add(
+            ItemHashRow(
+                content_id=item.content_id,
+                media_index=mh.media_index,
+                signal_type="pdq",
+                value=mh.hashes.pdq,
+                quality=mh.hashes.pdq_quality,
+            )
+        )
+        s.add(
+            ItemHashRow(
+                content_id=item.content_id,
+                media_index=mh.media_index,
+                signal_type="phash",
+                value=mh.hashes.phash,
+                quality=None,
+            )
+        )
+
+
+def moderate_and_store(rt: Runtime, item: Item) -> Verdict:
+    """Idempotent by content_id: a repeated item returns the stored verdict unchanged."""
+    started = time.perf_counter()
+    with rt.session() as s:
+        stored = _stored_verdict(s, item.content_id)
+    if stored is not None:
+        return stored
+    verdict, analysis = moderate(rt, item, started=started)
+    try:
+        with rt.session() as s:
+            _store(s, item, verdict, analysis)
+    except IntegrityError:
+        # Another worker stored this content_id first (redelivery race): theirs wins.
+        with rt.session() as s:
+            stored = _stored_verdict(s, item.content_id)
+        if stored is None:
+            raise
+        return stored
+    return verdict
+
+
+def error_result(content_id: str, error: ModerationError) -> dict[str, Any]:
+    return {"content_id": content_id, "error": error.to_dict()}
+
+
+def moderate_payload(rt: Runtime, payload: Any) -> dict[str, Any]:
+    """Task entry: a verdict dict, or ``{"content_id", "error": {...}}`` for a bad item."""
+    try:
+        item = parse_item(payload, rt.settings.limits)
+        return moderate_and_store(rt, item).model_dump()
+    except ModerationError as exc:
+        content_id = record_failure(rt, payload, exc)
+        log.info("item %s failed: %s %s", content_id, exc.code, exc.message)
+        return error_result(content_id, exc)

@@ -1,0 +1,98 @@
+"""Service configuration: one settings object from MODERATION_* env vars and a TOML file."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Limits(BaseSettings):
+    """Bounds on every input; anything larger is refused with a clear error."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    max_text_chars: int = 20_000
+    max_media_items: int = 8
+    max_media_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_image_side: int = 20_000
+    max_image_frames: int = 16
+    max_payload_bytes: int = 40 * 1024 * 1024
+    max_id_chars: int = 256
+    max_context_bytes: int = 16 * 1024
+    fetch_timeout_s: float = 5.0
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("MODERATION_CONFIG")
+    if explicit:
+        return Path(explicit)
+    local = Path("moderation.toml")
+    return local if local.exists() else None
+
+
+class Settings(BaseSettings):
+    """Everything a deployment can change. Unset Redis URL means an embedded Redis."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MODERATION_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    var_dir: Path = Path("var")
+    database_url: str | None = None
+    redis_url: str | None = None
+
+    media_roots: list[Path] = Field(default_factory=list)
+    allowed_uri_schemes: list[str] = Field(default_factory=lambda: ["https"])
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # Only for tests and closed networks: lets fetches reach loopback/private addresses.
+    fetch_allow_private: bool = False
+
+    limits: Limits = Field(default_factory=Limits)
+
+    policy_path: Path | None = None
+    keyword_lists_dir: Path | None = None
+
+    worker_concurrency: int = 2
+    worker_pool: str = "prefork"
+    task_soft_time_limit_s: float = 20.0
+    task_time_limit_s: float = 30.0
+    api_result_timeout_s: float = 15.0
+    index_refresh_interval_s: float = 0.2
+
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.var_dir / 'moderation.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy tables, engine and session handling, Alembic migrations."""

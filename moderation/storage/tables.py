@@ -1,0 +1,162 @@
+"""SQLAlchemy table definitions; every change here needs an Alembic migration."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class ItemRow(Base):
+    """One upload as received; status says whether a verdict exists or why it failed."""
+
+    __tablename__ = "items"
+
+    content_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    uploader_id: Mapped[str] = mapped_column(String(256), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # processing | done | failed
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    media_count: Mapped[int] = mapped_column(Integer, default=0)
+    context: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class VerdictRow(Base):
+    __tablename__ = "verdicts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    content_id: Mapped[str] = mapped_column(
+        String(256), ForeignKey("items.content_id", ondelete="CASCADE"), unique=True
+    )
+    decision: Mapped[str] = mapped_column(String(16), index=True)
+    categories: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    reasons: Mapped[list[Any]] = mapped_column(default=list)
+    matches: Mapped[list[Any]] = mapped_column(default=list)
+    policy_version: Mapped[str] = mapped_column(String(64))
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ItemHashRow(Base):
+    """Perceptual hashes of an item's media, kept so decisions can feed banks later."""
+
+    __tablename__ = "item_hashes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    content_id: Mapped[str] = mapped_column(
+        String(256), ForeignKey("items.content_id", ondelete="CASCADE"), index=True
+    )
+    media_index: Mapped[int] = mapped_column(Integer)
+    signal_type: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(128))
+    quality: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class BankRow(Base):
+    __tablename__ = "banks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # image | text | video
+    action: Mapped[str] = mapped_column(String(16))  # block | review | track | allow
+    threshold: Mapped[int] = mapped_column(Integer)
+    owner: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class BankEntryRow(Base):
+    __tablename__ = "bank_entries"
+    __table_args__ = (Index("ix_bank_entries_bank_value", "bank_id", "signal_type", "value"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    bank_id: Mapped[int] = mapped_column(ForeignKey("banks.id", ondelete="CASCADE"), index=True)
+    signal_type: Mapped[str] = mapped_column(String(16))  # pdq
+    value: Mapped[str] = mapped_column(String(128))
+    quality: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ChangeRow(Base):
+    """Append-only change log that workers poll to keep their in-memory indexes current."""
+
+    __tablename__ = "changes"
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(32))  # bank_entry | bank | keyword
+    ref_id: Mapped[int] = mapped_column(BigInteger)
+    op: Mapped[str] = mapped_column(String(16))  # add | remove | update
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class KeywordTermRow(Base):
+    """Custom keyword terms managed through the API, on top of the list files."""
+
+    __tablename__ = "keyword_terms"
+    __table_args__ = (UniqueConstraint("category", "term"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    category: Mapped[str] = mapped_column(String(64))
+    term: Mapped[str] = mapped_column(String(256))
+    score: Mapped[float] = mapped_column(Float, default=1.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKeyRow(Base):
+    """API keys, stored only as SHA-256 digests of the secret."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(32))
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AuditEventRow(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str] = mapped_column(String(256))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

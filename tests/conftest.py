@@ -1,0 +1,153 @@
+"""Shared fixtures: a real database (SQLite, or PostgreSQL via MODERATION_TEST_DATABASE_URL),
+a real Redis (the local server when reachable, else the embedded one) and a real worker."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REQUIRE_ALL = os.environ.get("MODERATION_TEST_REQUIRE_ALL") == "1"
+
+
+def _reachable(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.3).ping())
+    except Exception:
+        return False
+
+
+def _reset_database(url: str) -> None:
+    from sqlalchemy import text
+
+    from moderation.storage import db
+    from moderation.storage.tables import Base
+
+    engine = db.get_engine(url)
+    Base.metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    db.migrate(url)
+
+
+@pytest.fixture(scope="session")
+def var_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("var")
+
+
+@pytest.fixture(scope="session")
+def database_url(var_dir: Path) -> str:
+    url = os.environ.get("MODERATION_TEST_DATABASE_URL") or f"sqlite:///{var_dir / 'test.db'}"
+    _reset_database(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url(var_dir: Path) -> Iterator[str]:
+    url = os.environ.get("MODERATION_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    if _reachable(url):
+        import redis
+
+        redis.Redis.from_url(url).flushdb()
+        yield url
+        return
+    if REQUIRE_ALL:
+        pytest.fail(f"MODERATION_TEST_REQUIRE_ALL is set but Redis at {url} is not reachable")
+    from moderation.embedded import EmbeddedRedis
+
+    embedded = EmbeddedRedis(var_dir / "embedded")
+    yield embedded.start()
+    embedded.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def service_env(var_dir: Path, database_url: str) -> Iterator[None]:
+    """Point the settings at the test database before anything reads them."""
+    from moderation.settings import get_settings
+
+    old = dict(os.environ)
+    os.environ["MODERATION_VAR_DIR"] = str(var_dir)
+    os.environ["MODERATION_DATABASE_URL"] = database_url
+    os.environ.pop("MODERATION_CONFIG", None)
+    get_settings.cache_clear()
+    yield
+    os.environ.clear()
+    os.environ.update(old)
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def queue_env(redis_url: str) -> Iterator[str]:
+    from moderation.queue import reset_client
+    from moderation.settings import get_settings
+
+    os.environ["MODERATION_REDIS_URL"] = redis_url
+    get_settings.cache_clear()
+    reset_client()
+    yield redis_url
+    reset_client()
+
+
+@pytest.fixture(scope="session")
+def worker(queue_env: str, var_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """One real Celery worker process (prefork, 2 children) on the test Redis and database."""
+    from moderation.embedded import stop_process, wait_for_worker
+
+    log = (var_dir / "worker.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moderation", "worker", "-c", "2", "-P", "prefork", "-l", "INFO"],
+        env=dict(os.environ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_worker(timeout=60)
+    except Exception:
+        stop_process(proc)
+        pytest.fail("worker did not start:\n" + (var_dir / "worker.log").read_text()[-4000:])
+    yield proc
+    stop_process(proc)
+    log.close()
+
+
+@pytest.fixture()
+def runtime(database_url: str):  # type: ignore[no-untyped-def]
+    """A fresh in-process runtime on the test database (banks and lists loaded)."""
+    from moderation.runtime import build_runtime
+    from moderation.settings import get_settings
+
+    return build_runtime(get_settings(), migrate=False)
+
+
+@pytest.fixture()
+def uid() -> str:
+    """A unique suffix so tests sharing the session database never collide."""
+    return uuid.uuid4().hex[:10]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=0.5)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError(url)

@@ -1,0 +1,1 @@
+"""Celery app, task definitions and worker entry points; thin wrappers over `moderation`."""

@@ -1,0 +1,29 @@
+"""The Celery app that workers run (`celery -A workers.app worker` or `moderation worker`)."""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from moderation.queue import celery_config
+from moderation.settings import get_settings
+
+
+def create_app() -> Celery:
+    app = Celery("moderation")
+    app.conf.update(celery_config(get_settings()))
+    app.conf.update(include=["workers.tasks"])
+    return app
+
+
+app = create_app()
+
+
+@worker_process_init.connect
+def _after_fork(**_: object) -> None:
+    # Connections and the runtime must not be shared with the parent across fork.
+    from moderation.runtime import reset_runtime
+    from moderation.storage.db import dispose_engines
+
+    dispose_engines()
+    reset_runtime()
