@@ -19,12 +19,18 @@ from PIL import Image, UnidentifiedImageError
 from models.errors import CorruptMedia, MediaTooLarge, SignalError, UnsupportedFormat
 
 __all__ = [
+    "HASH_TARGET_SIDE",
     "RESAMPLE",
     "DecodedImage",
     "ImageLimits",
     "decode_image",
+    "fit_size",
     "sniff_format",
 ]
+
+# Longest side of the canonical hashing image. Changing it changes every hash a little:
+# rehash the banks with the new value before serving queries with it.
+HASH_TARGET_SIDE = 512
 
 # BOX averages every source pixel exactly once, so the result does not depend on how
 # far the JPEG draft already reduced the image; it is also the cheapest antialiasing filter.
@@ -133,13 +139,13 @@ def sniff_format(data: bytes) -> str | None:
 
 
 def decode_image(
-    data: bytes, limits: ImageLimits, *, target_side: int | None = 512
+    data: bytes, limits: ImageLimits, *, target_side: int | None = HASH_TARGET_SIDE
 ) -> DecodedImage:
     """Decode untrusted bytes to an upright RGB image, longest side <= ``target_side``.
 
     This is the canonical hashing path: JPEGs are DCT-scaled with ``Image.draft`` to the
     smallest scale still >= the target, then every format is resized to exactly
-    ``fit(width, height, target_side)`` with :data:`RESAMPLE`; alpha is composited onto
+    ``fit_size(width, height, target_side)`` with :data:`RESAMPLE`; alpha is composited onto
     white and EXIF orientation applied. ``target_side=None`` returns the full decode.
     Raises :class:`~models.errors.SignalError` subclasses for anything refused.
     """

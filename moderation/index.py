@@ -34,9 +34,11 @@ HashArray = npt.NDArray[np.uint8] | npt.NDArray[np.uint64]
 def pack_hashes(hashes: Iterable[bytes], bits: int = 256) -> npt.NDArray[np.uint64]:
     """Stack raw hash bytes into the ``(n, bits // 64)`` uint64 layout the index stores."""
     nbytes = _check_bits(bits) * 8
-    raw = b"".join(hashes)
-    if len(raw) % nbytes:
-        raise ValueError(f"every hash must be {nbytes} bytes")
+    items = list(hashes)
+    bad = next((h for h in items if len(h) != nbytes), None)
+    if bad is not None:
+        raise ValueError(f"every hash must be {nbytes} bytes, got one of {len(bad)}")
+    raw = b"".join(items)
     return np.frombuffer(raw, dtype=np.uint64).reshape(-1, nbytes // 8).copy()
 
 

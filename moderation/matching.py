@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from moderation.index import HammingIndex
+from moderation.index import HammingIndex, pack_hashes
 from moderation.policy import BankHit
 from moderation.storage.tables import BankEntryRow, BankRow, ChangeRow
 
@@ -59,8 +59,11 @@ class BankMatcher:
                 ).all()
                 if not rows:
                     break
-                for entry_id, bank_id, value in rows:
-                    self._add(entry_id, bank_id, value)
+                # Bulk insert: one numpy copy per chunk instead of one call per entry.
+                self.index.add_many(
+                    [r[0] for r in rows], pack_hashes(bytes.fromhex(r[2]) for r in rows)
+                )
+                self.entry_bank.update((r[0], r[1]) for r in rows)
                 last = rows[-1][0]
             self.last_refresh = time.monotonic()
 
@@ -90,19 +93,23 @@ class BankMatcher:
             if any(topic == "bank" for _, topic, _, _ in changes):
                 self._load_banks(session)
             added = [ref for _, topic, ref, op in changes if topic == "bank_entry" and op == "add"]
-            removed = {
-                ref for _, topic, ref, op in changes if topic == "bank_entry" and op == "remove"
-            }
+            rows: dict[int, tuple[int, str]] = {}
             for i in range(0, len(added), 500):
                 for entry_id, bank_id, value in session.execute(
                     select(BankEntryRow.id, BankEntryRow.bank_id, BankEntryRow.value).where(
-                        BankEntryRow.id.in_(added[i : i + 500]), BankEntryRow.signal_type == "pdq"
+                        BankEntryRow.id.in_(added[i : i + 500]),
+                        BankEntryRow.signal_type == "pdq",
                     )
                 ):
-                    self._add(entry_id, bank_id, value)
-            for entry_id in removed:
-                if self.entry_bank.pop(entry_id, None) is not None:
-                    self.index.remove(entry_id)
+                    rows[entry_id] = (bank_id, value)
+            # In log order, so an add after a remove of the same id ends present.
+            for _, topic, ref, op in changes:
+                if topic != "bank_entry":
+                    continue
+                if op == "add" and ref in rows:
+                    self._add(ref, *rows[ref])
+                elif op == "remove" and self.entry_bank.pop(ref, None) is not None:
+                    self.index.remove(ref)
             self.last_seq = changes[-1][0]
             return len(changes)
 

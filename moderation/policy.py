@@ -141,7 +141,10 @@ def decide(policy: Policy, signals: list[Signal], hits: list[BankHit]) -> Outcom
             continue
         action: BankAction = policy.matching.bank_actions.get(h.bank, h.action)
         in_band = h.distance > h.threshold
-        if in_band and action == "allow":
+        # Only a block bank has a review band; anything else beyond its threshold is no match.
+        if in_band and (
+            action != "block" or h.distance > h.threshold + policy.matching.review_band
+        ):
             continue
         effective: BankAction = "review" if in_band and action == "block" else action
         matches.append(

@@ -43,6 +43,9 @@ def parse_item(payload: Any, limits: Limits) -> Item:
         loc = errors[0].get("loc", ()) if errors else ()
         field = ".".join(str(p) for p in loc) or None
         raise InvalidInput("; ".join(_describe(e) for e in errors), field=field) from None
+    for name in ("content_id", "uploader_id", "text"):
+        if "\x00" in (getattr(item, name) or ""):
+            raise InvalidInput(f"{name} contains a NUL character", field=name)
     for name in ("content_id", "uploader_id"):
         if len(getattr(item, name)) > limits.max_id_chars:
             raise InputTooLarge(
@@ -58,8 +61,11 @@ def parse_item(payload: Any, limits: Limits) -> Item:
             f"{len(item.media)} media objects, over the limit of {limits.max_media_items}",
             field="media",
         )
-    if len(json.dumps(item.context, default=str)) > limits.max_context_bytes:
+    context = json.dumps(item.context, default=str)
+    if len(context) > limits.max_context_bytes:
         raise InputTooLarge(f"context is over {limits.max_context_bytes} bytes", field="context")
+    if "\\u0000" in context:
+        raise InvalidInput("context contains a NUL character", field="context")
     return item
 
 
@@ -86,7 +92,7 @@ def get_verdict(rt: Runtime, content_id: str) -> Verdict | None:
 def _fallback_id(payload: Any) -> str:
     if isinstance(payload, dict):
         cid = payload.get("content_id")
-        if isinstance(cid, str) and 0 < len(cid) <= 256:
+        if isinstance(cid, str) and 0 < len(cid) <= 256 and "\x00" not in cid:
             return cid
     raw = json.dumps(payload, sort_keys=True, default=str).encode()
     return "invalid-" + hashlib.sha256(raw).hexdigest()[:32]
@@ -101,7 +107,7 @@ def record_failure(rt: Runtime, payload: Any, error: ModerationError) -> str:
         if row is None:
             row = ItemRow(
                 content_id=content_id,
-                uploader_id=str(uploader or "")[:256],
+                uploader_id=str(uploader or "").replace("\x00", "")[:256],
                 status="failed",
                 context={},
                 attempts=0,

@@ -62,8 +62,10 @@ class Settings(BaseSettings):
     policy_path: Path | None = None
     keyword_lists_dir: Path | None = None
 
-    worker_concurrency: int = 2
-    worker_pool: str = "prefork"
+    # One solo-pool process per core measured best for latency on small machines (see
+    # BENCHMARKS.md): no parent-to-child hop for large payloads. Scale with more processes.
+    worker_concurrency: int = 1
+    worker_pool: str = "solo"
     task_soft_time_limit_s: float = 20.0
     task_time_limit_s: float = 30.0
     api_result_timeout_s: float = 15.0

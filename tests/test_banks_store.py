@@ -250,16 +250,8 @@ def test_removed_entry_ids_are_never_reused(
 ) -> None:
     """The change log names entries by id, so an id must never come back for another hash.
 
-    Known bug on SQLite: ``bank_entries.id`` is a plain INTEGER PRIMARY KEY (no
-    AUTOINCREMENT), so removing the newest entry lets the next insert reuse its id; a worker
-    whose refresh sees "add N" and "remove N" together then never indexes the new hash.
+    On SQLite this needs AUTOINCREMENT: a plain INTEGER PRIMARY KEY reuses the newest id.
     """
-    if database_url.startswith("sqlite"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True, reason="SQLite reuses bank_entries ids (no AUTOINCREMENT)"
-            )
-        )
     with session_scope(database_url) as s:
         bank = banks.get_bank_row(s, banks.create_bank(s, f"reuse-{uid}").name)
         [old] = banks.add_entries(s, bank, [EntryInput(pdq(31337))])

@@ -57,14 +57,14 @@ def populated(
 def test_search_matches_brute_force(bits: int) -> None:
     idx, entries, rng = populated(2000, bits)
     assert len(idx) == len(entries)
-    queries = list(entries.values())[:3] + [rand_hash(rng, bits)]
+    queries = [*list(entries.values())[:3], rand_hash(rng, bits)]
     for query in queries:
         for radius in (0, 1, 12, 31, bits // 4, bits // 2, bits - 1, bits):
             assert idx.search(query, radius) == brute(entries, query, radius), (bits, radius)
 
 
 def test_crosses_scan_chunk_boundaries() -> None:
-    idx, entries, rng = populated(40_000, 256, seed=3)
+    idx, entries, _ = populated(40_000, 256, seed=3)
     for query in [*list(entries.values())[:2], list(entries.values())[-1]]:
         assert idx.search(query, 40) == brute(entries, query, 40)
 
@@ -182,7 +182,7 @@ def test_add_many_layouts_agree_with_add() -> None:
     as_u8.add_many(ids, np.frombuffer(b"".join(hashes), np.uint8).reshape(-1, 32))
     as_u64 = HammingIndex()
     as_u64.add_many(np.array(ids), pack_hashes(hashes))
-    for q in hashes[:5] + [rand_hash(rng, 256)]:
+    for q in [*hashes[:5], rand_hash(rng, 256)]:
         expected = one_by_one.search(q, 120)
         assert as_u8.search(q, 120) == expected
         assert as_u64.search(q, 120) == expected
@@ -244,7 +244,9 @@ def test_rejects_bad_input() -> None:
     with pytest.raises(ValueError):
         idx.add_many([1], np.zeros((1, 8), np.uint64))
     with pytest.raises(ValueError):
-        idx.add_many([1.5], np.zeros((1, 32), np.uint8))
+        idx.add_many(np.array([1.5]), np.zeros((1, 32), np.uint8))
+    with pytest.raises(ValueError):
+        pack_hashes([bytes(31), bytes(33)])
     assert len(idx) == 0
 
 

@@ -67,7 +67,8 @@ def test_evasive_chinese_text_is_blocked_with_the_term(sender) -> None:  # type:
 
 
 def test_benign_item_is_allowed(sender) -> None:  # type: ignore[no-untyped-def]
-    img = jpeg(photo("astronaut", (640, 360)))
+    # A photo no other test puts into a bank (the session database is shared).
+    img = jpeg(photo("immunohistochemistry", (512, 512)))
     verdict = sender(
         _item(
             text="A lovely day at the beach 今天天气很好",

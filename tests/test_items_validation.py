@@ -29,7 +29,8 @@ def item(**overrides: Any) -> dict[str, Any]:
 
 
 def img_b64(size: tuple[int, int] = (128, 128)) -> str:
-    return base64.b64encode(jpeg(photo("astronaut", size))).decode()
+    # A photo no test puts into a bank: the session database (and its banks) is shared.
+    return base64.b64encode(jpeg(photo("immunohistochemistry", size))).decode()
 
 
 # --- parse_item ---------------------------------------------------------------------------

@@ -22,8 +22,9 @@ app = create_app()
 @worker_process_init.connect
 def _after_fork(**_: object) -> None:
     # Connections and the runtime must not be shared with the parent across fork.
-    from moderation.runtime import reset_runtime
+    from moderation.runtime import get_runtime, reset_runtime
     from moderation.storage.db import dispose_engines
 
     dispose_engines()
     reset_runtime()
+    get_runtime()  # warm: load banks and lists before the first task, not during it

@@ -101,4 +101,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
+    _document_raw_bodies(app)
     return app
+
+
+def _document_raw_bodies(app: FastAPI) -> None:
+    """Add the item schema for routes that read their body themselves (to map errors once)."""
+    from moderation.domain import Item
+
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            item = Item.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(item.pop("$defs", {}))
+            components["Item"] = item
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]

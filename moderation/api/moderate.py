@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from moderation import metrics
 from moderation.api.deps import get_session, get_settings_dep, require
-from moderation.domain import Item, Verdict
+from moderation.domain import Verdict
 from moderation.errors import InvalidInput, NotFound, http_status_for_code
 from moderation.keys import Principal
 from moderation.queue import moderate_via_queue
@@ -30,11 +30,7 @@ router = APIRouter(prefix="/v1", tags=["moderation"])
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {
-                "application/json": {
-                    "schema": Item.model_json_schema(ref_template="#/components/schemas/{model}")
-                }
-            },
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Item"}}},
         }
     },
     responses={413: {"description": "input too large"}, 422: {"description": "invalid input"}},

@@ -99,7 +99,12 @@ class BankRow(Base):
 
 class BankEntryRow(Base):
     __tablename__ = "bank_entries"
-    __table_args__ = (Index("ix_bank_entries_bank_value", "bank_id", "signal_type", "value"),)
+    # AUTOINCREMENT on SQLite: a removed entry's id must never be reused, or a worker
+    # replaying the change log could confuse the old hash with the new one.
+    __table_args__ = (
+        Index("ix_bank_entries_bank_value", "bank_id", "signal_type", "value"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     bank_id: Mapped[int] = mapped_column(ForeignKey("banks.id", ondelete="CASCADE"), index=True)
@@ -115,6 +120,7 @@ class ChangeRow(Base):
     """Append-only change log that workers poll to keep their in-memory indexes current."""
 
     __tablename__ = "changes"
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     topic: Mapped[str] = mapped_column(String(32))  # bank_entry | bank | keyword
