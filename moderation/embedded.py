@@ -15,6 +15,17 @@ from moderation.errors import Unavailable
 STATE_FILE = "embedded-redis.json"
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel stop this child when the process that started it dies,
+    so a killed `serve` never leaves an orphaned Redis or worker behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -75,6 +86,7 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while not _ping(self.port):
@@ -127,6 +139,7 @@ def start_worker(
         ],
         env=env,
         stdin=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
     )
 
 

@@ -36,3 +36,14 @@ def near_copy(img: Image.Image) -> bytes:
     out = img.resize((int(w * 0.8), int(h * 0.8)), Image.Resampling.BILINEAR)
     out = ImageEnhance.Brightness(out).enhance(1.08)
     return jpeg(out, quality=70)
+
+
+def patch_png_size(data: bytes, width: int, height: int) -> bytes:
+    """A PNG whose header lies about its size (IHDR patched, CRC recomputed)."""
+    import struct
+    import zlib
+
+    ihdr = data[12:29]  # type + 13 bytes of IHDR payload
+    payload = struct.pack(">II", width, height) + ihdr[12:]
+    chunk = b"IHDR" + payload
+    return data[:12] + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[33:]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.images import jpeg, near_copy, photo
+from tests.images import jpeg, near_copy, patch_png_size, photo, png
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +48,14 @@ def _item(**kw: Any) -> dict[str, Any]:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def _image(data: bytes) -> dict[str, Any]:
+    return {
+        "content_id": "x",
+        "uploader_id": "u",
+        "media": [{"kind": "image", "data_b64": _b64(data)}],
+    }
 
 
 def test_evasive_chinese_text_is_blocked_with_the_term(sender) -> None:  # type: ignore[no-untyped-def]
@@ -165,6 +173,19 @@ def test_bank_entry_added_via_api_matches_within_one_second(sender, uid) -> None
         ),
         ({"content_id": "x", "uploader_id": "u", "text": "a" * 20_001}, "input_too_large", "text"),
         ("not an object", "invalid_input", None),
+        (_image(jpeg(photo("astronaut", (64, 64)))[:300]), "media_decode_error", "media[0]"),
+        (_image(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj"), "unsupported_media", "media[0]"),
+        (
+            _image(patch_png_size(png(photo("astronaut", (8, 8))), 30_000, 30_000)),
+            "input_too_large",
+            "media[0]",
+        ),
+        (
+            {"content_id": "x", "uploader_id": "u", "media": [{"kind": "image", "data_b64": ""}]},
+            "invalid_input",
+            "media[0]",
+        ),
+        ({"content_id": "x", "uploader_id": "u", "text": "nul\x00byte"}, "invalid_input", "text"),
     ],
 )
 def test_bad_items_get_error_results_and_the_worker_keeps_going(
