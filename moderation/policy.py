@@ -108,25 +108,21 @@ def decide(policy: Policy, signals: list[Signal], hits: list[BankHit]) -> Outcom
 
     for s in sorted(signals, key=lambda s: (-s.score, s.category, s.source)):
         t = policy.thresholds(s.category)
-        if s.score >= t.block:
-            escalate("block")
+        crossed: tuple[Decision, float] | None = (
+            ("block", t.block)
+            if s.score >= t.block
+            else ("review", t.review)
+            if s.score >= t.review
+            else None
+        )
+        if crossed is not None:
+            escalate(crossed[0])
             reasons.append(
                 Reason(
                     source=s.source,
                     category=s.category,
                     score=s.score,
-                    threshold=t.block,
-                    detail=s.detail,
-                )
-            )
-        elif s.score >= t.review:
-            escalate("review")
-            reasons.append(
-                Reason(
-                    source=s.source,
-                    category=s.category,
-                    score=s.score,
-                    threshold=t.review,
+                    threshold=crossed[1],
                     detail=s.detail,
                 )
             )

@@ -146,24 +146,20 @@ def _store(s: Session, item: Item, verdict: Verdict, analysis: Analysis) -> None
         )
     )
     for mh in analysis.media:
-        s.add(
-            ItemHashRow(
-                content_id=item.content_id,
-                media_index=mh.media_index,
-                signal_type="pdq",
-                value=mh.hashes.pdq,
-                quality=mh.hashes.pdq_quality,
+        h = mh.hashes
+        for signal_type, value, quality in (
+            ("pdq", h.pdq, h.pdq_quality),
+            ("phash", h.phash, None),
+        ):
+            s.add(
+                ItemHashRow(
+                    content_id=item.content_id,
+                    media_index=mh.media_index,
+                    signal_type=signal_type,
+                    value=value,
+                    quality=quality,
+                )
             )
-        )
-        s.add(
-            ItemHashRow(
-                content_id=item.content_id,
-                media_index=mh.media_index,
-                signal_type="phash",
-                value=mh.hashes.phash,
-                quality=None,
-            )
-        )
 
 
 def moderate_and_store(rt: Runtime, item: Item) -> Verdict:

@@ -20,15 +20,9 @@ from models.image_decode import (
     fit_size,
     sniff_format,
 )
+from tests.images import photo
 
 LIMITS = ImageLimits()
-
-
-def photo(name: str = "astronaut", size: tuple[int, int] | None = None) -> Image.Image:
-    from skimage import data
-
-    img = Image.fromarray(getattr(data, name)()).convert("RGB")
-    return img.resize(size, Image.Resampling.LANCZOS) if size else img
 
 
 def encode(img: Image.Image, fmt: str, **params: object) -> bytes:
