@@ -79,8 +79,8 @@ class BankMatcher:
         self.index.add(entry_id, bytes.fromhex(value))
         self.entry_bank[entry_id] = bank_id
 
-    def refresh(self, session: Session) -> int:
-        """Apply changes logged since the last refresh; returns how many were applied."""
+    def refresh(self, session: Session) -> set[str]:
+        """Apply changes logged since the last refresh; returns the topics that changed."""
         with self._lock:
             changes = session.execute(
                 select(ChangeRow.seq, ChangeRow.topic, ChangeRow.ref_id, ChangeRow.op)
@@ -89,7 +89,7 @@ class BankMatcher:
             ).all()
             self.last_refresh = time.monotonic()
             if not changes:
-                return 0
+                return set()
             if any(topic == "bank" for _, topic, _, _ in changes):
                 self._load_banks(session)
             added = [ref for _, topic, ref, op in changes if topic == "bank_entry" and op == "add"]
@@ -111,7 +111,7 @@ class BankMatcher:
                 elif op == "remove" and self.entry_bank.pop(ref, None) is not None:
                     self.index.remove(ref)
             self.last_seq = changes[-1][0]
-            return len(changes)
+            return {topic for _, topic, _, _ in changes}
 
     def match_pdq(
         self,

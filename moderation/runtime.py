@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from moderation.keywords import KeywordMatcher
@@ -18,7 +18,7 @@ from moderation.media import MediaPolicy
 from moderation.policy import Policy, load_policy
 from moderation.settings import Settings, get_settings
 from moderation.storage import db
-from moderation.storage.tables import ChangeRow, KeywordTermRow
+from moderation.storage.tables import KeywordTermRow
 
 PACKAGED_KEYWORDS = Path(__file__).parent / "data" / "keywords"
 
@@ -30,7 +30,6 @@ class Runtime:
     keywords: KeywordMatcher
     banks: BankMatcher
     media_policy: MediaPolicy
-    keyword_seq: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -41,16 +40,14 @@ class Runtime:
         return db.session_scope(self.database_url)
 
     def refresh(self, *, force: bool = False) -> None:
-        """Pick up bank and keyword changes; cheap when nothing changed (one indexed query)."""
+        """Pick up bank and keyword changes; one indexed query when nothing changed."""
         interval = 0.0 if force else self.settings.index_refresh_interval_s
         if time.monotonic() - self.banks.last_refresh < interval:
             return
         with self.session() as s:
-            self.banks.refresh(s)
-            kw_seq = s.scalar(select(func.max(ChangeRow.seq)).where(ChangeRow.topic == "keyword"))
-            if (kw_seq or 0) > self.keyword_seq:
+            # The bank matcher reads the whole change log; keyword changes ride along.
+            if "keyword" in self.banks.refresh(s):
                 self.keywords = build_keywords(self.settings, s)
-                self.keyword_seq = kw_seq or 0
 
 
 def build_keywords(settings: Settings, session: Session) -> KeywordMatcher:
@@ -69,15 +66,14 @@ def build_runtime(settings: Settings | None = None, *, migrate: bool = True) -> 
     banks = BankMatcher()
     with db.session_scope(url) as s:
         banks.load(s)
+        # After load(): a term added in between is in the change log and replays later.
         keywords = build_keywords(settings, s)
-        kw_seq = s.scalar(select(func.max(ChangeRow.seq)).where(ChangeRow.topic == "keyword"))
     return Runtime(
         settings=settings,
         policy=load_policy(settings.policy_path),
         keywords=keywords,
         banks=banks,
         media_policy=MediaPolicy.from_settings(settings),
-        keyword_seq=kw_seq or 0,
     )
 
 

@@ -324,3 +324,21 @@ def test_same_content_id_returns_identical_stored_verdict(
         row = s.get(ItemRow, cid)
         assert row is not None
         assert row.attempts == 1
+
+
+def test_custom_term_reaches_a_running_runtime_through_the_change_log(
+    runtime: Any, uid: str
+) -> None:
+    from moderation import keywords_store
+    from moderation.storage import db
+
+    text = f"buy zorbleflux{uid} today"
+    assert runtime.keywords.scan(text) == []
+    with db.session_scope(runtime.database_url) as s:
+        term_id = keywords_store.add_term(s, "spam", f"zorbleflux{uid}", 0.7)
+    runtime.refresh(force=True)
+    assert [(h.category, h.score) for h in runtime.keywords.scan(text)] == [("spam", 0.7)]
+    with db.session_scope(runtime.database_url) as s:
+        keywords_store.remove_term(s, term_id)
+    runtime.refresh(force=True)
+    assert runtime.keywords.scan(text) == []

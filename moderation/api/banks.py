@@ -17,6 +17,7 @@ from moderation.keys import Principal
 from moderation.media import MediaPolicy, load_media
 from moderation.pipeline import hash_image_data, image_limits_from
 from moderation.settings import Settings
+from moderation.storage import db
 
 router = APIRouter(prefix="/v1/banks", tags=["banks"])
 admin = require("admin")
@@ -212,8 +213,6 @@ async def import_bank(
     except UnicodeDecodeError:
         raise InvalidInput("hash list is not UTF-8 text") from None
     entries = hashlist.parse(text, format, banks.validate_pdq)
-    from moderation.storage import db
-
     with db.session_scope(settings.resolved_database_url) as session:
         bank = banks.get_bank_row(session, name)
         ids = banks.add_entries(session, bank, entries)
