@@ -42,20 +42,26 @@ class ImageHashes:
     phash: str
 
 
-def hash_image(img: Image.Image) -> ImageHashes:
-    """Hash an RGB image produced by :func:`~models.image_decode.decode_image`."""
+def hash_image(img: Image.Image, *, pdq: tuple[str, int] | None = None) -> ImageHashes:
+    """Hash an RGB image produced by :func:`~models.image_decode.decode_image`.
+
+    ``pdq`` is its (hex, quality) when the caller already has it (the query variants
+    compute it along with the rotations), so it is not computed twice.
+    """
     import imagehash
     import pdqhash
 
     if img.mode != "RGB":
         raise ValueError(f"hash_image expects an RGB image from decode_image, got mode {img.mode}")
-    pixels = np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
-    bits, quality = pdqhash.compute(pixels)
-    # pdqhash returns bit 255 first (its hash_to_vector reverses), so big-endian packbits
-    # yields the reference hex: word 15 first, each 16-bit word most significant nibble first.
-    pdq = np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes().hex()
+    if pdq is None:
+        pixels = np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+        bits, quality = pdqhash.compute(pixels)
+        # pdqhash returns bit 255 first (its hash_to_vector reverses), so big-endian packbits
+        # yields the reference hex: word 15 first, each 16-bit word most significant nibble
+        # first.
+        pdq = np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes().hex(), int(quality)
     phash = str(imagehash.phash(img))
-    return ImageHashes(pdq=pdq, pdq_quality=int(quality), phash=phash)
+    return ImageHashes(pdq=pdq[0], pdq_quality=int(pdq[1]), phash=phash)
 
 
 def hash_image_bytes(data: bytes, limits: ImageLimits) -> ImageHashes:

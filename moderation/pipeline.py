@@ -5,14 +5,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from PIL import Image
+
 from models.errors import SignalError
-from models.image_decode import ImageLimits, decode_image
+from models.image_classifier import Detection, NudeNetDetector
+from models.image_decode import DecodedImage, ImageLimits, decode_image
 from models.image_hash import PDQ_MIN_QUALITY, ImageHashes, hash_image
+from models.image_robust import HashVariant, query_variants, reference_variants
 from moderation.domain import Item, Verdict
 from moderation.errors import UnsupportedMedia, from_signal_error
 from moderation.media import load_media
 from moderation.policy import BankHit, Signal, decide
-from moderation.runtime import Runtime
+from moderation.runtime import LoadedImageModel, Runtime
 from moderation.settings import Settings
 
 
@@ -43,12 +47,39 @@ def image_limits_from(settings: Settings) -> ImageLimits:
     )
 
 
-def hash_image_data(data: bytes, limits: ImageLimits, field_name: str) -> ImageHashes:
-    """The one canonical decode-and-hash path, shared by queries and bank entries."""
+def decode_image_data(data: bytes, limits: ImageLimits, field_name: str) -> DecodedImage:
+    """The one canonical decode: bounded, upright RGB, longest side 512 (see image_decode).
+
+    Its image feeds both the hashes and the classifiers, so each upload is decoded once.
+    """
     try:
-        return hash_image(decode_image(data, limits).image)
+        return decode_image(data, limits)
     except SignalError as exc:
         raise from_signal_error(exc, field_name) from exc
+
+
+def hash_decoded(
+    decoded: DecodedImage, field_name: str, *, pdq: tuple[str, int] | None = None
+) -> ImageHashes:
+    """Hashes of a decoded image: the single place queries and bank entries are hashed."""
+    try:
+        return hash_image(decoded.image, pdq=pdq)
+    except SignalError as exc:
+        raise from_signal_error(exc, field_name) from exc
+
+
+def hash_image_data(data: bytes, limits: ImageLimits, field_name: str) -> ImageHashes:
+    """The one canonical decode-and-hash path, shared by queries and bank entries."""
+    return hash_decoded(decode_image_data(data, limits, field_name), field_name)
+
+
+def hash_reference_image(
+    data: bytes, limits: ImageLimits, field_name: str
+) -> tuple[ImageHashes, list[HashVariant]]:
+    """A bank entry's hashes from its image: the plain ones, plus the extra reference
+    hashes (border-stripped, central window) that crop and border robustness meet."""
+    decoded = decode_image_data(data, limits, field_name)
+    return hash_decoded(decoded, field_name), reference_variants(decoded.image)
 
 
 def text_signals(rt: Runtime, text: str) -> list[Signal]:
@@ -60,12 +91,53 @@ def text_signals(rt: Runtime, text: str) -> list[Signal]:
     ]
 
 
+def image_model_signals(
+    models: list[LoadedImageModel], images: list[tuple[int, Image.Image]]
+) -> list[Signal]:
+    """One signal per (model, mapped category, image): the best mapped label's probability.
+
+    Each model sees all of an item's images in one batch.
+    """
+    signals: list[Signal] = []
+    if not images:
+        return signals
+    pixels = [im for _, im in images]
+    for m in models:
+        clf = m.classifier
+        regions: list[list[Detection]] | None = None
+        if isinstance(clf, NudeNetDetector):
+            regions = clf.detect_batch(pixels)
+            results = [dict(zip(clf.labels, clf.scores(r), strict=True)) for r in regions]
+        else:
+            results = clf.classify_batch(pixels)
+        for n, ((media_index, _), scores) in enumerate(zip(images, results, strict=True)):
+            for category, labels in m.labels_by_category.items():
+                label = max(labels, key=lambda lab: scores[lab])
+                score = scores[label]
+                detail = f"media[{media_index}]: {label}={score:.4f}"
+                if regions is not None:
+                    best = [d for d in regions[n] if d.label == label]
+                    if best:
+                        box = max(best, key=lambda d: d.score).box
+                        detail += f" at (x, y, w, h)={box}"
+                signals.append(
+                    Signal(
+                        source=f"image_model:{m.name}",
+                        category=category,
+                        score=score,
+                        detail=detail,
+                    )
+                )
+    return signals
+
+
 def analyse(rt: Runtime, item: Item) -> Analysis:
     out = Analysis()
     if item.text:
         out.signals.extend(text_signals(rt, item.text))
     limits = image_limits_from(rt.settings)
     band = rt.policy.matching.review_band
+    images: list[tuple[int, Image.Image]] = []
     for i, ref in enumerate(item.media):
         name = f"media[{i}]"
         if ref.kind != "image":
@@ -73,11 +145,28 @@ def analyse(rt: Runtime, item: Item) -> Analysis:
                 f"{name}: media kind {ref.kind!r} is not supported by this deployment yet",
                 field=name,
             )
-        hashes = hash_image_data(load_media(ref, rt.media_policy, field=name), limits, name)
-        mh = MediaHashes(i, hashes)
-        out.media.append(mh)
-        if mh.matchable:
-            out.hits.extend(rt.banks.match_pdq(hashes.pdq, review_band=band, media_index=i))
+        decoded = decode_image_data(load_media(ref, rt.media_policy, field=name), limits, name)
+        if rt.policy.matching.variants:
+            variants = query_variants(decoded.image, min_quality=0)
+            plain = variants[0]
+            hashes = hash_decoded(decoded, name, pdq=(plain.pdq, plain.quality))
+            matchable = [v for v in variants if v.quality >= PDQ_MIN_QUALITY]
+        else:
+            hashes = hash_decoded(decoded, name)
+            matchable = [HashVariant("plain", hashes.pdq, hashes.pdq_quality)]
+            matchable = [v for v in matchable if v.quality >= PDQ_MIN_QUALITY]
+        out.media.append(MediaHashes(i, hashes))
+        if matchable:
+            out.hits.extend(
+                rt.banks.match_pdq_many(
+                    [(v.pdq, v.margin, v.name) for v in matchable],
+                    review_band=band,
+                    media_index=i,
+                )
+            )
+        images.append((i, decoded.image))
+    if images and rt.policy.enabled_image_models:
+        out.signals.extend(image_model_signals(rt.image_models(), images))
     return out
 
 

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from moderation.domain import DECISION_RANK, BankAction, Decision, Match, Reason
 from moderation.errors import ConfigError
@@ -32,6 +42,84 @@ class MatchingRules(BaseModel):
 
     review_band: int = Field(default=0, ge=0, le=64)
     bank_actions: dict[str, BankAction] = Field(default_factory=dict)
+    # Match queries through border-stripped, rotated, flipped and cropped variants too
+    # (models/image_robust.py); off means the plain PDQ hash only.
+    variants: bool = True
+
+
+ImageModelKind = Literal["opennsfw", "onnx_dir", "transformers_dir", "nudenet"]
+# Kinds loaded from a directory named by `path`; the others ship in a wheel.
+DIRECTORY_KINDS: frozenset[str] = frozenset({"onnx_dir", "transformers_dir"})
+# A category is a verdict key: lower-case identifier, as the packaged categories are.
+CATEGORY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ImageModelSpec(BaseModel):
+    """One image classifier and how its labels map to policy categories.
+
+    A category's score from one model is the highest probability of the labels mapped to
+    it (e.g. ``violence`` and ``weapon`` both -> ``violence``); labels not mapped are
+    computed but ignored. ``path`` (directory kinds) is resolved against the policy file's
+    directory when relative. ``sha256`` pins the weights file (``model.onnx`` or
+    ``model.safetensors``; for ``opennsfw`` the pin lives in the code).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: ImageModelKind
+    path: Path | None = None
+    enabled: bool = True
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    categories: dict[str, str] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not MODEL_NAME_RE.match(v):
+            raise ValueError(
+                f"model name {v!r} must be 1-64 letters, digits, '_', '.' or '-' "
+                "(it appears in verdicts as image_model:<name>)"
+            )
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _resolve(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        base = (info.context or {}).get("base_dir")
+        if v is not None and not v.is_absolute() and base is not None:
+            return (Path(base) / v).resolve()
+        return v
+
+    @field_validator("categories")
+    @classmethod
+    def _categories(cls, v: dict[str, str]) -> dict[str, str]:
+        for label, category in v.items():
+            if not label:
+                raise ValueError("a model label must not be empty")
+            if not category:
+                raise ValueError(f"label {label!r} maps to an empty category name")
+        return v
+
+    @model_validator(mode="after")
+    def _path_fits_kind(self) -> ImageModelSpec:
+        if self.kind in DIRECTORY_KINDS and self.path is None:
+            raise ValueError(f"model {self.name!r} of kind {self.kind} needs a 'path' directory")
+        if self.kind == "nudenet" and self.path is not None:
+            raise ValueError(f"model {self.name!r}: kind nudenet takes no 'path'")
+        if self.kind in ("nudenet", "opennsfw") and self.sha256 is not None:
+            raise ValueError(
+                f"model {self.name!r}: kind {self.kind} takes no 'sha256' (opennsfw's is pinned "
+                "in the code; use kind onnx_dir for another build of a model)"
+            )
+        return self
+
+    def labels_by_category(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for label, category in self.categories.items():
+            out.setdefault(category, []).append(label)
+        return out
 
 
 class Policy(BaseModel):
@@ -41,9 +129,31 @@ class Policy(BaseModel):
     categories: dict[str, Thresholds] = Field(default_factory=dict)
     default: Thresholds = Thresholds(review=0.6, block=0.95)
     matching: MatchingRules = Field(default_factory=MatchingRules)
+    image_models: list[ImageModelSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _image_models_consistent(self) -> Policy:
+        names = [m.name for m in self.image_models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"image_models: names must be unique; repeated: {dupes}")
+        for i, m in enumerate(self.image_models):
+            for label, category in m.categories.items():
+                # A category the policy lists, or a new one (it gets the default thresholds).
+                if category not in self.categories and not CATEGORY_RE.match(category):
+                    raise ValueError(
+                        f"image_models[{i}] ({m.name!r}): label {label!r} maps to {category!r}, "
+                        "which is neither a category of this policy nor a valid category name "
+                        "(lower-case letters, digits and '_', starting with a letter)"
+                    )
+        return self
 
     def thresholds(self, category: str) -> Thresholds:
         return self.categories.get(category, self.default)
+
+    @property
+    def enabled_image_models(self) -> list[ImageModelSpec]:
+        return [m for m in self.image_models if m.enabled]
 
 
 @dataclass(frozen=True)
@@ -67,6 +177,8 @@ class BankHit:
     action: BankAction
     owner: str | None = None
     media_index: int = 0
+    # Which hash of the query matched (models.image_robust); its margin is in `distance`.
+    variant: str = "plain"
 
 
 @dataclass(frozen=True)
@@ -87,7 +199,8 @@ def load_policy(path: Path | None = None) -> Policy:
     except yaml.YAMLError as exc:
         raise ConfigError(f"policy file {path} is not valid YAML: {exc}") from exc
     try:
-        return Policy.model_validate(raw)
+        # Relative model paths are relative to the policy file, not the working directory.
+        return Policy.model_validate(raw, context={"base_dir": path.parent.resolve()})
     except ValidationError as exc:
         raise ConfigError(f"policy file {path} is invalid: {exc}") from exc
 
@@ -162,6 +275,7 @@ def decide(policy: Policy, signals: list[Signal], hits: list[BankHit]) -> Outcom
                     score=float(h.distance),
                     threshold=float(limit),
                     detail=f"entry {h.entry_id} at distance {h.distance} (bank action {action}"
+                    + (f", via the {h.variant} variant" if h.variant != "plain" else "")
                     + (", inside the review band" if in_band else "")
                     + ")",
                 )

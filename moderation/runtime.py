@@ -1,4 +1,5 @@
-"""Per-process state a worker (or the CLI) needs to moderate: policy, keyword lists, bank index."""
+"""Per-process state a worker (or the CLI) needs to moderate: policy, keyword lists, bank index,
+image classifiers."""
 
 from __future__ import annotations
 
@@ -12,15 +13,81 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from models.image_classifier import (
+    ImageClassifier,
+    ModelError,
+    NudeNetDetector,
+    OnnxDirectoryClassifier,
+    OpenNSFWClassifier,
+    TransformersDirectoryClassifier,
+)
+from moderation.errors import ConfigError
 from moderation.keywords import KeywordMatcher
 from moderation.matching import BankMatcher
 from moderation.media import MediaPolicy
-from moderation.policy import Policy, load_policy
+from moderation.policy import ImageModelSpec, Policy, load_policy
 from moderation.settings import Settings, get_settings
 from moderation.storage import db
 from moderation.storage.tables import KeywordTermRow
 
 PACKAGED_KEYWORDS = Path(__file__).parent / "data" / "keywords"
+
+
+@dataclass(frozen=True)
+class LoadedImageModel:
+    """An enabled policy image model with its classifier, checked against the mapping."""
+
+    spec: ImageModelSpec
+    classifier: ImageClassifier
+    labels_by_category: dict[str, list[str]]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def load_image_model(spec: ImageModelSpec, settings: Settings) -> LoadedImageModel:
+    """Build one classifier from its policy entry; any problem is a ConfigError naming it."""
+    threads, batch = settings.image_model_threads, settings.image_model_max_batch
+    clf: ImageClassifier
+    try:
+        if spec.kind == "opennsfw":
+            clf = OpenNSFWClassifier(
+                name=spec.name, model_path=spec.path, threads=threads, max_batch=batch
+            )
+        elif spec.kind == "onnx_dir":
+            assert spec.path is not None  # the policy validator requires it
+            clf = OnnxDirectoryClassifier(
+                spec.path,
+                name=spec.name,
+                threads=threads,
+                max_batch=batch,
+                expected_sha256=spec.sha256,
+            )
+        elif spec.kind == "transformers_dir":
+            assert spec.path is not None
+            clf = TransformersDirectoryClassifier(
+                spec.path,
+                name=spec.name,
+                threads=threads,
+                max_batch=batch,
+                expected_sha256=spec.sha256,
+            )
+        else:
+            clf = NudeNetDetector(name=spec.name, threads=threads, max_batch=batch)
+    except ModelError as exc:
+        raise ConfigError(f"image model {spec.name!r} ({spec.kind}): {exc}") from exc
+    unknown = sorted(set(spec.categories) - set(clf.labels))
+    if unknown:
+        raise ConfigError(
+            f"image model {spec.name!r} has no label(s) {unknown} named in its policy "
+            f"categories; its labels are {list(clf.labels)}"
+        )
+    return LoadedImageModel(spec=spec, classifier=clf, labels_by_category=spec.labels_by_category())
+
+
+def load_image_models(policy: Policy, settings: Settings) -> list[LoadedImageModel]:
+    return [load_image_model(spec, settings) for spec in policy.enabled_image_models]
 
 
 @dataclass
@@ -31,10 +98,24 @@ class Runtime:
     banks: BankMatcher
     media_policy: MediaPolicy
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _image_models: list[LoadedImageModel] | None = field(default=None, repr=False)
 
     @property
     def database_url(self) -> str:
         return self.settings.resolved_database_url
+
+    def image_models(self) -> list[LoadedImageModel]:
+        """The policy's enabled image classifiers, loaded on first use (or by warm_up)."""
+        if self._image_models is None:
+            with self._lock:
+                if self._image_models is None:
+                    self._image_models = load_image_models(self.policy, self.settings)
+        return self._image_models
+
+    def warm_up(self) -> None:
+        """Load the image models and run each once, so the first task pays for neither."""
+        for m in self.image_models():
+            m.classifier.warm_up()
 
     def session(self) -> AbstractContextManager[Session]:
         return db.session_scope(self.database_url)
@@ -63,9 +144,9 @@ def build_runtime(settings: Settings | None = None, *, migrate: bool = True) -> 
     url = settings.resolved_database_url
     if migrate:
         db.migrate(url)
-    banks = BankMatcher()
+    banks = BankMatcher(search_threads=settings.index_search_threads)
     with db.session_scope(url) as s:
-        banks.load(s)
+        banks.load(s, snapshot_dir=settings.index_snapshot_dir)
         # After load(): a term added in between is in the change log and replays later.
         keywords = build_keywords(settings, s)
     return Runtime(

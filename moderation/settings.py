@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -70,8 +70,26 @@ class Settings(BaseSettings):
     task_time_limit_s: float = 30.0
     api_result_timeout_s: float = 15.0
     index_refresh_interval_s: float = 0.2
+    # Snapshots of the bank indexes, so a restarting worker reads arrays instead of every
+    # bank entry (a cache, keyed by database). Default: next to the default SQLite database;
+    # empty disables.
+    index_snapshot_dir: Path | None = Field(default_factory=lambda data: data["var_dir"] / "index")
+    # faiss (OpenMP) threads per index search; workers run one process per core.
+    index_search_threads: int = Field(default=1, ge=1)
+
+    # --- image classifiers (the policy's `image_models`) ---
+    # Threads per model session (onnxruntime intra/inter-op, torch). Workers are one process
+    # per core, so 1: more only helps a process that has several cores to itself.
+    image_model_threads: int = Field(default=1, ge=1, le=64)
+    # Images per inference call; an item's images are classified together, in chunks of this.
+    image_model_max_batch: int = Field(default=8, ge=1, le=256)
 
     log_level: str = "INFO"
+
+    @field_validator("index_snapshot_dir", mode="before")
+    @classmethod
+    def _empty_disables(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @classmethod
     def settings_customise_sources(

@@ -300,7 +300,7 @@ def test_bad_entries_name_the_problem(client: TestClient, keys: dict[str, str], 
     assert resp.status_code == 404
 
 
-@pytest.mark.parametrize("fmt", ["txt", "csv", "jsonl"])
+@pytest.mark.parametrize("fmt", ["txt", "csv", "jsonl", "hma"])
 def test_export_import_round_trip(
     client: TestClient, keys: dict[str, str], uid: str, fmt: str
 ) -> None:
@@ -319,15 +319,29 @@ def test_export_import_round_trip(
     exported = client.get(f"/v1/banks/{src}/export", params={"format": fmt}, headers=h)
     assert exported.status_code == 200
     assert f'filename="{src}.{fmt}"' in exported.headers["content-disposition"]
-    imported = client.post(
-        f"/v1/banks/{dst}/import", params={"format": fmt}, content=exported.content, headers=h
-    )
+    # No format given: detected from the content.
+    imported = client.post(f"/v1/banks/{dst}/import", content=exported.content, headers=h)
     assert imported.status_code == 200, imported.text
-    assert imported.json() == {"bank": dst, "imported": 3, "distinct": 3}
+    assert imported.json() == {
+        "bank": dst,
+        "format": "jsonl" if fmt == "hma" else fmt,
+        "imported": 3,
+        "distinct": 3,
+        "added": 3,
+        "skipped": 0,
+        "errors": [],
+    }
+    again_exported = client.get(f"/v1/banks/{dst}/export", params={"format": fmt}, headers=h)
+    assert again_exported.content == exported.content  # byte-identical round trip
 
     def entries(bank: str) -> list[tuple[Any, ...]]:
         rows = client.get(f"/v1/banks/{bank}/entries", headers=h).json()["entries"]
-        keep = ("value", "quality") if fmt == "txt" else ("value", "quality", "note")
+        keep = {
+            "txt": ("value", "quality"),
+            "hma": ("value",),
+            "csv": ("value", "quality", "note"),
+            "jsonl": ("value", "quality", "note"),
+        }[fmt]
         return [tuple(r[k] for k in keep) for r in rows]
 
     assert entries(dst) == entries(src)
@@ -337,6 +351,7 @@ def test_export_import_round_trip(
         f"/v1/banks/{dst}/import", params={"format": fmt}, content=exported.content, headers=h
     )
     assert again.status_code == 200
+    assert (again.json()["imported"], again.json()["added"]) == (3, 0)
     assert client.get(f"/v1/banks/{dst}", headers=h).json()["size"] == 3
 
 
@@ -348,10 +363,57 @@ def test_import_bad_list_names_the_line(client: TestClient, keys: dict[str, str]
     resp = client.post(f"/v1/banks/{name}/import", content=body, headers=h)
     assert resp.status_code == 422
     assert error(resp)["message"].startswith("line 2:")
+    assert error(resp)["detail"]["errors"][0]["line"] == 2
     assert client.get(f"/v1/banks/{name}", headers=h).json()["size"] == 0
     resp = client.post(f"/v1/banks/{name}/import", content=b"\xff\xfe\x00", headers=h)
     assert resp.status_code == 422
     assert "UTF-8" in error(resp)["message"]
+
+
+def test_import_skip_bad_imports_the_rest_and_lists_the_bad_lines(
+    client: TestClient, keys: dict[str, str], uid: str
+) -> None:
+    name = f"api-skipbad-{uid}"
+    new_bank(client, keys, name)
+    h = auth(keys["admin"])
+    body = "signal_type,signal_str,quality\n" + f"pdq,{'a' * 64},80\nmd5,{'b' * 32},\npdq,xyz,\n"
+    strict = client.post(f"/v1/banks/{name}/import", content=body.encode(), headers=h)
+    assert strict.status_code == 422
+    assert error(strict)["message"].startswith("2 bad lines in the hash list: line 3:")
+    assert error(strict)["detail"]["bad_lines"] == 2
+    resp = client.post(
+        f"/v1/banks/{name}/import",
+        params={"skip_bad": "true", "source": "partner-feed"},
+        content=body.encode(),
+        headers=h,
+    )
+    assert resp.status_code == 200, resp.text
+    out = resp.json()
+    assert (out["format"], out["imported"], out["added"], out["skipped"]) == ("csv", 1, 1, 2)
+    assert [e["line"] for e in out["errors"]] == [3, 4]
+    assert "signal_type 'md5' cannot go in a pdq bank" in out["errors"][0]["error"]
+    assert client.get(f"/v1/banks/{name}", headers=h).json()["size"] == 1
+
+
+def test_import_and_export_refusals(client: TestClient, keys: dict[str, str], uid: str) -> None:
+    h = auth(keys["admin"])
+    resp = client.get(f"/v1/banks/missing-{uid}/export", headers=h)
+    assert resp.status_code == 404
+    resp = client.post(f"/v1/banks/missing-{uid}/import", content=b"f" * 64, headers=h)
+    assert resp.status_code == 404
+    text_bank = f"api-textbank-{uid}"
+    new_bank(client, keys, text_bank, kind="text")
+    resp = client.post(f"/v1/banks/{text_bank}/import", content=b"f" * 64, headers=h)
+    assert resp.status_code == 422
+    assert "simhash" in error(resp)["message"]
+    name = f"api-fmt-{uid}"
+    new_bank(client, keys, name)
+    resp = client.get(f"/v1/banks/{name}/export", params={"format": "xml"}, headers=h)
+    assert resp.status_code == 422
+    resp = client.get(f"/v1/banks/{name}/export", params={"format": "csv"}, headers=h)
+    assert resp.status_code == 200
+    assert resp.text == "signal_type,signal_str,quality,note\n"
+    assert resp.headers["content-type"].startswith("text/csv")
 
 
 def test_delete_entry_then_404(client: TestClient, keys: dict[str, str], uid: str) -> None:

@@ -301,3 +301,98 @@ def test_load_policy_empty_version(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_policy(p)
     assert "version" in exc.value.message
+
+
+# --- image_models -------------------------------------------------------------------------
+
+
+def write_policy(tmp_path: Path, body: str) -> Path:
+    p = tmp_path / "policy.yaml"
+    p.write_text('version: "v1"\ncategories:\n  sexual: {review: 0.6, block: 0.9}\n' + body)
+    return p
+
+
+def test_packaged_policy_enables_opennsfw_for_sexual() -> None:
+    policy = load_policy()
+    assert [(m.name, m.kind, m.enabled, m.categories) for m in policy.image_models] == [
+        ("opennsfw", "opennsfw", True, {"nsfw": "sexual"})
+    ]
+    assert policy.enabled_image_models == policy.image_models
+    assert policy.version != "2026-11-22.1"  # bumped when image_models was added
+
+
+def test_policy_without_image_models_has_none(tmp_path: Path) -> None:
+    assert load_policy(write_policy(tmp_path, "")).image_models == []
+    assert make_policy().image_models == []
+
+
+def test_image_model_relative_path_is_resolved_against_the_policy_file(tmp_path: Path) -> None:
+    p = write_policy(
+        tmp_path,
+        "image_models:\n"
+        "  - {name: v, kind: onnx_dir, path: models/v, categories: {violence: violence,"
+        " weapon: violence}}\n"
+        "  - {name: w, kind: transformers_dir, path: /srv/w, enabled: false,"
+        " categories: {nsfw: sexual}}\n",
+    )
+    v, w = load_policy(p).image_models
+    assert v.path == (tmp_path / "models" / "v").resolve()
+    assert v.labels_by_category() == {"violence": ["violence", "weapon"]}
+    assert w.path == Path("/srv/w") and not w.enabled
+    assert [m.name for m in load_policy(p).enabled_image_models] == ["v"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("{name: m, kind: tensorflow, categories: {x: sexual}}", "kind"),
+        ("{name: m, kind: onnx_dir, categories: {x: sexual}}", "needs a 'path'"),
+        ("{name: m, kind: transformers_dir, categories: {x: sexual}}", "needs a 'path'"),
+        ("{name: m, kind: opennsfw, categories: {}}", "categories"),
+        ("{name: m, kind: opennsfw}", "categories"),
+        ("{name: m, kind: opennsfw, categories: {nsfw: Sexual Content}}", "'Sexual Content'"),
+        ("{name: m, kind: opennsfw, categories: {nsfw: ''}}", "empty category"),
+        ("{name: 'bad name', kind: opennsfw, categories: {nsfw: sexual}}", "bad name"),
+        ("{name: m, kind: nudenet, path: x, categories: {A: sexual}}", "takes no 'path'"),
+        ("{name: m, kind: opennsfw, sha256: abc, categories: {nsfw: sexual}}", "sha256"),
+        (
+            f"{{name: m, kind: opennsfw, sha256: {'a' * 64}, categories: {{nsfw: sexual}}}}",
+            "takes no 'sha256'",
+        ),
+        ("{name: m, kind: opennsfw, categories: {nsfw: sexual}, enabeld: true}", "enabeld"),
+    ],
+)
+def test_bad_image_model_entries(tmp_path: Path, entry: str, expected: str) -> None:
+    p = write_policy(tmp_path, f"image_models:\n  - {entry}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_policy(p)
+    assert expected in exc.value.message
+    assert "image_models" in exc.value.message
+
+
+def test_duplicate_image_model_names(tmp_path: Path) -> None:
+    p = write_policy(
+        tmp_path,
+        "image_models:\n"
+        "  - {name: a, kind: opennsfw, categories: {nsfw: sexual}}\n"
+        "  - {name: a, kind: nudenet, categories: {FACE_MALE: faces}}\n",
+    )
+    with pytest.raises(ConfigError, match="repeated: \\['a'\\]"):
+        load_policy(p)
+
+
+def test_image_model_may_map_to_a_new_category_with_default_thresholds(tmp_path: Path) -> None:
+    p = write_policy(
+        tmp_path,
+        "image_models:\n  - {name: m, kind: opennsfw, categories: {nsfw: adult_content}}\n",
+    )
+    policy = load_policy(p)
+    assert policy.image_models[0].categories == {"nsfw": "adult_content"}
+    assert policy.thresholds("adult_content") == policy.default
+
+
+def test_image_model_signal_goes_through_category_thresholds() -> None:
+    policy = make_policy()
+    sig = Signal(source="image_model:opennsfw", category="offensive", score=0.7, detail="x")
+    out = decide(policy, [sig], [])
+    assert out.decision == "review" and out.reasons[0].source == "image_model:opennsfw"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 from celery.signals import worker_process_init
 
@@ -17,14 +19,22 @@ def create_app() -> Celery:
 
 
 app = create_app()
+log = logging.getLogger(__name__)
 
 
 @worker_process_init.connect
 def _after_fork(**_: object) -> None:
-    # Connections and the runtime must not be shared with the parent across fork.
+    # Connections, the runtime and model sessions must not be shared with the parent across
+    # fork (model sessions are per process: models/image_classifier.py keys them by pid).
+    from moderation.errors import ConfigError
     from moderation.runtime import get_runtime, reset_runtime
     from moderation.storage.db import dispose_engines
 
     dispose_engines()
     reset_runtime()
-    get_runtime()  # warm: load banks and lists before the first task, not during it
+    rt = get_runtime()  # warm: load banks and lists before the first task, not during it
+    try:
+        rt.warm_up()  # and the image classifiers: load, verify sha256, one inference each
+    except ConfigError as exc:
+        # Keep serving text; every item with an image will fail with this same error.
+        log.critical("image models failed to load: %s", exc.message)

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.orm import Session
 
+from models.image_robust import HashVariant
 from moderation import audit, banks, hashlist
 from moderation.api.deps import get_session, get_settings_dep, require
 from moderation.domain import MediaRef
 from moderation.errors import InputTooLarge, InvalidInput
 from moderation.keys import Principal
 from moderation.media import MediaPolicy, load_media
-from moderation.pipeline import hash_image_data, image_limits_from
+from moderation.pipeline import hash_reference_image, image_limits_from
 from moderation.settings import Settings
 from moderation.storage import db
 
@@ -127,16 +130,18 @@ def add_entry(
     who: Principal = Depends(admin),
 ) -> dict[str, Any]:
     bank = banks.get_bank_row(session, name)
+    references: list[HashVariant] = []
     if body.pdq is not None:
         pdq, quality = banks.validate_pdq(body.pdq), body.quality
     else:
         ref = MediaRef(kind="image", data_b64=body.data_b64, uri=body.uri)
         data = load_media(ref, MediaPolicy.from_settings(settings), field="entry")
-        hashes = hash_image_data(data, image_limits_from(settings), "entry")
+        hashes, references = hash_reference_image(data, image_limits_from(settings), "entry")
         pdq, quality = hashes.pdq, hashes.pdq_quality
     [entry_id] = banks.add_entries(
         session, bank, [banks.EntryInput(pdq, quality, body.note, who.name)]
     )
+    banks.add_reference_hashes(session, entry_id, references)
     audit.record(session, who.name, "bank.entry.add", "bank", name, entry_id=entry_id)
     return {"bank": name, "entry_id": entry_id, "pdq": pdq, "quality": quality}
 
@@ -180,19 +185,30 @@ def remove_entry(
     audit.record(session, who.name, "bank.entry.remove", "bank", name, entry_id=entry_id)
 
 
+HashListFormat = Literal["txt", "csv", "jsonl", "hma"]
+
+
 @router.get("/{name}/export")
 def export_bank(
     name: str,
-    format: Literal["txt", "csv", "jsonl"] = "txt",
-    session: Session = Depends(get_session),
+    format: HashListFormat = "txt",
+    settings: Settings = Depends(get_settings_dep),
     _: Principal = Depends(admin),
 ) -> StreamingResponse:
-    bank = banks.get_bank_row(session, name)
-    rows = [(r.signal_type, r.value, r.quality, r.note) for r in banks.iter_entries(session, bank)]
-    media = {"txt": "text/plain", "csv": "text/csv", "jsonl": "application/x-ndjson"}[format]
+    """The bank's entries as a hash list, in entry order (formats: docs/hashlists.md)."""
+    url = settings.resolved_database_url
+    with db.session_scope(url) as session:
+        banks.get_bank_row(session, name)  # 404 before the response starts
+
+    def lines() -> Iterator[str]:
+        # Its own session: the response streams after this handler (and its session) returns.
+        with db.session_scope(url) as session:
+            bank = banks.get_bank_row(session, name)
+            yield from hashlist.format_lines(banks.iter_export_rows(session, bank), format)
+
     return StreamingResponse(
-        hashlist.format_lines(rows, format),
-        media_type=media,
+        lines(),
+        media_type=hashlist.MEDIA_TYPES[format],
         headers={"Content-Disposition": f'attachment; filename="{name}.{format}"'},
     )
 
@@ -201,20 +217,49 @@ def export_bank(
 async def import_bank(
     name: str,
     request: Request,
-    format: Literal["txt", "csv", "jsonl"] = "txt",
+    format: HashListFormat | None = Query(
+        None, description="Default: detected (JSON lines, CSV with a header, else txt)."
+    ),
+    skip_bad: bool = Query(
+        False, description="Import the good lines and list the bad ones instead of refusing."
+    ),
+    source: str | None = Query(
+        None, max_length=2000, description="Source of entries whose line names none."
+    ),
     settings: Settings = Depends(get_settings_dep),
     who: Principal = Depends(admin),
 ) -> dict[str, Any]:
+    """Import a hash list (body: the file). Any bad line refuses the whole list with 422
+    naming the lines (``error.detail.errors``) unless ``skip_bad``."""
     body = await request.body()
     if len(body) > settings.limits.max_payload_bytes:
         raise InputTooLarge("hash list is larger than the request limit")
     try:
         text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInput("hash list is not UTF-8 text") from None
-    entries = hashlist.parse(text, format, banks.validate_pdq)
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"hash list is not UTF-8 text (byte {exc.start})") from None
+    return await run_in_threadpool(
+        _import_list, settings, name, text, format, skip_bad, source or who.name, who.name
+    )
+
+
+def _import_list(
+    settings: Settings,
+    name: str,
+    text: str,
+    fmt: str | None,
+    skip_bad: bool,
+    source: str,
+    actor: str,
+) -> dict[str, Any]:
     with db.session_scope(settings.resolved_database_url) as session:
-        bank = banks.get_bank_row(session, name)
-        ids = banks.add_entries(session, bank, entries)
-        audit.record(session, who.name, "bank.import", "bank", name, count=len(ids))
-    return {"bank": name, "imported": len(ids), "distinct": len(set(ids))}
+        return banks.import_hash_list(
+            session,
+            name,
+            text,
+            fmt=fmt,
+            skip_bad=skip_bad,
+            source=source,
+            actor=actor,
+            max_errors=100,
+        )

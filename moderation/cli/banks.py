@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -13,8 +14,9 @@ _paths = click.argument(
 )
 
 
-def _hash_file(path: Path):
-    from moderation.pipeline import hash_image_data, image_limits_from
+def _read_image(path: Path):
+    """The decoded image of ``path``, through the service's bounded decode."""
+    from moderation.pipeline import decode_image_data, image_limits_from
 
     limits = image_limits_from(settings())
     try:
@@ -25,7 +27,7 @@ def _hash_file(path: Path):
         from moderation.errors import InputTooLarge
 
         raise InputTooLarge(f"{path} is {size} bytes, over the limit of {limits.max_bytes}")
-    return hash_image_data(path.read_bytes(), limits, str(path))
+    return decode_image_data(path.read_bytes(), limits, str(path))
 
 
 @click.group()
@@ -72,18 +74,22 @@ def bank_create(
 @json_option
 def bank_add(name: str, paths: tuple[Path, ...], note: str, as_json: bool) -> None:
     """Hash files and add them to a bank; one line per file."""
+    from models.image_robust import reference_variants
     from moderation import audit, banks
     from moderation.errors import ModerationError
+    from moderation.pipeline import hash_decoded
 
     failed = False
     with session() as s:
         row = banks.get_bank_row(s, name)
         for path in paths:
             try:
-                h = _hash_file(path)
+                decoded = _read_image(path)
+                h = hash_decoded(decoded, str(path))
                 [entry_id] = banks.add_entries(
                     s, row, [banks.EntryInput(h.pdq, h.pdq_quality, note, str(path))]
                 )
+                banks.add_reference_hashes(s, entry_id, reference_variants(decoded.image))
                 s.commit()
                 emit(
                     {"path": str(path), "entry_id": entry_id}, as_json, f"{path}: entry {entry_id}"
@@ -129,52 +135,98 @@ def bank_list(as_json: bool) -> None:
         )
 
 
+_FORMATS = click.Choice(["txt", "csv", "jsonl", "hma"])
+
+
 @bank.command("export")
 @click.argument("name")
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["txt", "csv", "jsonl"]),
+    type=_FORMATS,
     default=None,
-    help="Default: from --out's suffix, else txt.",
+    help="txt (PDQ hex,quality), csv, jsonl or hma (HMA signal bodies). "
+    "Default: from --out's suffix, else txt.",
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def bank_export(name: str, fmt: str | None, out: Path | None) -> None:
-    """Export a bank as a hash list (PDQ hex, CSV or JSON lines)."""
+    """Export a bank as a hash list, in entry order (see docs/hashlists.md)."""
     from moderation import banks, hashlist
 
     fmt = fmt or (hashlist.format_from_name(out.name) if out else "txt")
     with session() as s:
-        row = banks.get_bank_row(s, name)
-        lines = hashlist.format_lines(
-            ((e.signal_type, e.value, e.quality, e.note) for e in banks.iter_entries(s, row)), fmt
-        )
+        lines = hashlist.format_lines(banks.iter_export_rows(s, banks.get_bank_row(s, name)), fmt)
         if out is None:
-            for line in lines:
-                click.echo(line, nl=False)
+            sys.stdout.writelines(lines)
+            sys.stdout.flush()
         else:
-            with out.open("w", encoding="utf-8") as f:
+            with out.open("w", encoding="utf-8", newline="") as f:
                 f.writelines(lines)
 
 
 @bank.command("import")
 @click.argument("name")
-@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["txt", "csv", "jsonl"]), default=None)
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, allow_dash=True))
+@click.option(
+    "--format",
+    "fmt",
+    type=_FORMATS,
+    default=None,
+    help="Default: detected from the content (JSON lines, CSV with a header, else txt).",
+)
+@click.option(
+    "--skip-bad",
+    is_flag=True,
+    help="Import the good lines and report the bad ones, instead of refusing the whole list.",
+)
+@click.option(
+    "--source",
+    default=None,
+    help="Source recorded on entries whose line names none (default: the file name).",
+)
 @json_option
-def bank_import(name: str, file: Path, fmt: str | None, as_json: bool) -> None:
-    """Import a hash list into a bank (entries already present are kept once)."""
-    from moderation import audit, banks, hashlist
+def bank_import(
+    name: str, file: str, fmt: str | None, skip_bad: bool, source: str | None, as_json: bool
+) -> None:
+    """Import a hash list into a bank (entries already present are kept once).
 
-    entries = hashlist.parse(
-        file.read_text(encoding="utf-8"),
-        fmt or hashlist.format_from_name(file.name),
-        banks.validate_pdq,
-    )
+    Any bad line refuses the whole list, naming the lines, unless --skip-bad.
+    """
+    from moderation import banks
+    from moderation.errors import InvalidInput
+
+    with click.open_file(file, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{file} is not UTF-8 text (byte {exc.start})") from None
     with session() as s:
-        ids = banks.add_entries(s, banks.get_bank_row(s, name), entries)
-        audit.record(s, "cli", "bank.import", "bank", name, count=len(ids))
-    emit({"bank": name, "imported": len(ids)}, as_json, f"imported {len(ids)} entries into {name}")
+        report = banks.import_hash_list(
+            s,
+            name,
+            text,
+            fmt=fmt,
+            skip_bad=skip_bad,
+            source=source if source is not None else Path(file).name,
+            actor="cli",
+        )
+    imported, added, skipped = report["imported"], report["added"], report["skipped"]
+    assert isinstance(imported, int) and isinstance(added, int) and isinstance(skipped, int)
+    text_report = (
+        f"imported {imported} entries into {name} ({report['format']}): "
+        f"{added} new, {imported - added} already there"
+    )
+    if skipped:
+        text_report += f"; skipped {skipped} bad lines"
+    emit(report, as_json, text_report)
+    if not as_json:
+        errors = report["errors"]
+        assert isinstance(errors, list)
+        for err in errors[:50]:
+            click.echo(f"  skipped line {err['line']}: {err['error']}", err=True)
+        if skipped > 50:
+            click.echo(f"  ... and {skipped - 50} more", err=True)
 
 
 @click.command()
@@ -182,25 +234,33 @@ def bank_import(name: str, file: Path, fmt: str | None, as_json: bool) -> None:
 @click.option("--bank", "bank_name", default=None, help="Only this bank.")
 @json_option
 def match(paths: tuple[Path, ...], bank_name: str | None, as_json: bool) -> None:
-    """Match files against the banks; one line per file."""
+    """Match files against the banks (with the policy's robust variants); one line per file."""
+    from models.image_robust import query_variants
     from moderation import banks
     from moderation.errors import ModerationError
     from moderation.matching import BankMatcher
+    from moderation.policy import load_policy
 
+    conf = settings()
+    use_variants = load_policy(conf.policy_path).matching.variants
     matcher = BankMatcher()
     with session() as s:
         if bank_name is not None:
             banks.get_bank_row(s, bank_name)
-        matcher.load(s)
+        matcher.load(s, snapshot_dir=conf.index_snapshot_dir)
     only = {bank_name} if bank_name else None
     for path in paths:
         try:
-            h = _hash_file(path)
+            image = _read_image(path).image
         except (ModerationError, click.ClickException) as exc:
             msg = exc.message if isinstance(exc, ModerationError) else exc.format_message()
             emit({"path": str(path), "error": msg}, as_json, f"{path}: error: {msg}")
             continue
-        hits = matcher.match_pdq(h.pdq, bank_names=only)
+        variants = query_variants(image)
+        if not use_variants:
+            variants = variants[:1] if variants and variants[0].name == "plain" else []
+        values = [(v.pdq, v.margin, v.name) for v in variants]
+        hits = matcher.match_pdq_many(values, bank_names=only)
         found = [{"bank": x.bank, "entry_id": x.entry_id, "distance": x.distance} for x in hits]
         emit(
             {"path": str(path), "matches": found},

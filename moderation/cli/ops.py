@@ -1,4 +1,4 @@
-"""Operator commands: keys, db, demo, bench."""
+"""Operator commands: keys, db, demo, bench (a group: the load benchmark, `bench index`)."""
 
 from __future__ import annotations
 
@@ -83,14 +83,16 @@ def demo(as_json: bool) -> None:
     run_demo(as_json=as_json)
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--rate", default=20.0, show_default=True, help="Offered items per second.")
 @click.option("--duration", default=30.0, show_default=True, help="Seconds of load.")
 @click.option("--warmup", default=20, show_default=True, help="Items sent before measuring.")
 @click.option("--concurrency", default=None, type=int, help="Worker processes to start.")
 @click.option("--pool", default=None, type=click.Choice(["prefork", "solo", "threads"]))
 @json_option
+@click.pass_context
 def bench(
+    ctx: click.Context,
     rate: float,
     duration: float,
     warmup: int,
@@ -98,10 +100,71 @@ def bench(
     pool: str | None,
     as_json: bool,
 ) -> None:
-    """Drive `moderation.moderate` through Celery and Redis at a fixed rate; print percentiles."""
+    """Benchmarks. Without a subcommand: drive `moderation.moderate` through Celery and Redis
+    at a fixed rate and print latency percentiles."""
+    if ctx.invoked_subcommand is not None:
+        return
     from moderation.bench import run_bench
 
     result = run_bench(
         rate=rate, duration=duration, warmup=warmup, concurrency=concurrency, pool=pool
     )
     emit(result, as_json, result.get("summary"))
+
+
+@bench.command("index")
+@click.option("--size", default=10_000_000, show_default=True, help="Hashes in the index.")
+@click.option("--queries", default=200, show_default=True, help="Single queries timed.")
+@click.option("--radius", default=31, show_default=True, help="Hamming radius.")
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--restart-size",
+    default=200_000,
+    show_default=True,
+    help="Entries in the SQLite database for the BankMatcher restart (0 skips it).",
+)
+@json_option
+def bench_index(
+    size: int, queries: int, radius: int, seed: int, restart_size: int, as_json: bool
+) -> None:
+    """The bank index at scale: build, memory, exactness, query latency on one thread,
+    batches, snapshot save/load, incremental changes, worker restart."""
+    from moderation.bench_index import run_index_bench
+
+    if size < 1 or queries < 1 or radius < 0:
+        raise click.BadParameter("--size and --queries must be >= 1, --radius >= 0")
+    result = run_index_bench(
+        size=size,
+        queries=queries,
+        radius=radius,
+        seed=seed,
+        restart_size=restart_size,
+        progress=None if as_json else lambda msg: click.echo(f"... {msg}", err=True),
+    )
+    emit(result, as_json, result["summary"])
+
+
+@bench.command("robustness")
+@click.option(
+    "--distractors",
+    default=2000,
+    show_default=True,
+    help="Distractor images per fold (two folds).",
+)
+@click.option("--precision", default=0.9999, show_default=True, help="Precision to hold.")
+@click.option("--seed", default=7, show_default=True)
+@json_option
+def bench_robustness(distractors: int, precision: float, seed: int, as_json: bool) -> None:
+    """Near-copy recall per transform at the threshold keeping precision >= --precision,
+    for this service's matcher, plain PDQ and plain pHash (scikit-image photos)."""
+    from moderation.bench_robustness import format_table, run_robustness
+
+    if distractors < 1 or not 0 < precision <= 1:
+        raise click.BadParameter("--distractors must be >= 1 and 0 < --precision <= 1")
+    report = run_robustness(distractors_per_fold=distractors, min_precision=precision, seed=seed)
+    summary = (
+        f"{report['references']} references, {report['transformed_queries']} transformed "
+        f"queries, {report['distractors']} distractors, precision >= {precision}\n"
+        + format_table(report)
+    )
+    emit(report, as_json, summary)

@@ -116,6 +116,22 @@ class BankEntryRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class BankEntryHashRow(Base):
+    """Extra reference hashes of an entry the service hashed from an image (models.image_robust):
+    the border-stripped picture and its central window. Matched under the entry's id."""
+
+    __tablename__ = "bank_entry_hashes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    entry_id: Mapped[int] = mapped_column(
+        BigId,
+        ForeignKey("bank_entries.id", ondelete="CASCADE"),
+        index=True,
+    )
+    name: Mapped[str] = mapped_column(String(32))
+    value: Mapped[str] = mapped_column(String(128))
+
+
 class ChangeRow(Base):
     """Append-only change log that workers poll to keep their in-memory indexes current."""
 
