@@ -201,3 +201,50 @@ def test_a_cropped_upload_matches_through_the_reference_window(
         assert verdict.decision in ("block", "review")
     else:  # a bare imported hash has no window to meet: plain PDQ alone is too far
         assert hits == []
+
+
+def _animation(*frames: Image.Image, fmt: str = "GIF") -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    first, *rest = [f.convert("RGB").resize((320, 240)) for f in frames]
+    first.save(buf, fmt, save_all=True, append_images=rest, duration=100, loop=0)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
+def test_a_banked_frame_behind_a_harmless_first_frame_is_still_matched(  # type: ignore[no-untyped-def]
+    runtime, uid, bank_photo, fmt
+) -> None:
+    import base64
+
+    from models.image_decode import decode_image
+    from moderation.domain import Item, MediaRef
+    from moderation.pipeline import image_limits_from, moderate
+
+    banked = photo("astronaut").resize((320, 240))
+    data = _animation(photo("immunohistochemistry"), photo("moon"), banked, fmt=fmt)
+    # Bank the frame exactly as the animation carries it (palette or lossy encoding).
+    third = Image.open(__import__("io").BytesIO(data))
+    third.seek(2)
+    entry_id = bank_photo(third.convert("RGB"), with_references=False)
+    assert decode_image(data, image_limits_from(runtime.settings)).frames == 3
+    item = Item(
+        content_id=f"anim-{uid}-{fmt}",
+        uploader_id="u",
+        media=[MediaRef(kind="image", data_b64=base64.b64encode(data).decode())],
+    )
+    verdict, analysis = moderate(runtime, item)
+    hits = [h for h in analysis.hits if h.entry_id == entry_id]
+    assert hits and hits[0].variant == "frame_3"
+    assert verdict.decision == "block"
+
+
+def test_sample_frames_spreads_over_the_animation() -> None:
+    from moderation.pipeline import sample_frames
+
+    frames = [Image.new("RGB", (2, 2), (i, 0, 0)) for i in range(10)]
+    picked = sample_frames(frames, 3)  # type: ignore[arg-type]
+    assert [f.getpixel((0, 0))[0] for f in picked] == [2, 6, 9]
+    assert sample_frames(frames[:2], 3) == frames[:2]
+    assert sample_frames(frames, 0) == []
