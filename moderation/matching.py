@@ -1,6 +1,8 @@
 """In-memory bank matching held by each worker, kept current from the database change log.
 
-One :class:`~moderation.index.HammingIndex` per bank, searched at that bank's own radius.
+One :class:`~moderation.index.HammingIndex` per bank, searched at that bank's own radius:
+256-bit PDQ hashes for image and video banks, 64-bit SimHashes (models.text_simhash) for
+text banks. The bank's kind decides the width of its index and which entries go in.
 A worker starts from a snapshot of the indexes on disk when a valid one exists (reading
 ~360 MB of arrays instead of 10 M database rows) and replays the change log from the
 snapshot's sequence number; otherwise it loads from the database and writes a snapshot.
@@ -26,6 +28,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.image_robust import MIRROR_MARGIN
+from models.text_simhash import validate_simhash_hex
+from moderation.banks import SIGNAL_FOR_KIND
 from moderation.index import (
     HammingIndex,
     SnapshotError,
@@ -41,12 +45,22 @@ _CHUNK = 50_000  # bank entries per query on a full load
 _CHANGE_CHUNK = 50_000  # change-log rows per query on a refresh
 _IN_CHUNK = 500  # ids per IN (...) when fetching added entries
 _RANGE_CHUNK = 10_000  # added ids per range query when they are dense (bulk imports)
-SNAPSHOT_FORMAT = 2  # 2: entries may have extra reference hashes (bank_entry_hashes)
+# 2: entries may have extra reference hashes (bank_entry_hashes); 3: text banks' 64-bit
+# SimHash indexes too (a format-2 snapshot has none, so it must not be restored).
+SNAPSHOT_FORMAT = 3
+# Width of the index of each signal type a bank holds (banks.SIGNAL_FOR_KIND).
+SIGNAL_BITS = {"pdq": 256, "simhash": 64}
+MATCHED_SIGNALS = tuple(SIGNAL_BITS)
+_WIDTHS = frozenset(SIGNAL_BITS.values())
+TEXT_KINDS = frozenset(k for k, sig in SIGNAL_FOR_KIND.items() if sig == "simhash")
+MEDIA_KINDS = frozenset(k for k, sig in SIGNAL_FOR_KIND.items() if sig == "pdq")
 # An index row of a reference hash that carries a margin (models.image_robust: the exact
 # mirror) is stored under the entry id with this bit set, so the index needs no per-row
 # payload: a hit on it is that entry, that many bits further away. Entry ids stay below.
 MARGIN_FLAG = 1 << 31
 FLAGGED_MARGIN = MIRROR_MARGIN
+# The media index of text hits: an item's media are 0..n-1, its text is its own object.
+TEXT_MEDIA_INDEX = -1
 REFERENCE_MARGINS = {"mirror": MIRROR_MARGIN}
 # A full load smaller than this is quick from the database; no snapshot is written.
 SNAPSHOT_MIN_ROWS = 50_000
@@ -69,7 +83,8 @@ class BankMeta:
 
 
 class BankMatcher:
-    """Exact Hamming search over every PDQ entry of every bank, with per-bank thresholds."""
+    """Exact Hamming search over every PDQ (image, video) and SimHash (text) entry of every
+    bank, with per-bank thresholds."""
 
     def __init__(self, *, search_threads: int | None = None) -> None:
         if search_threads is not None:
@@ -145,7 +160,7 @@ class BankMatcher:
         while True:
             rows = session.execute(
                 select(BankEntryRow.id, BankEntryRow.bank_id, BankEntryRow.value)
-                .where(BankEntryRow.signal_type == "pdq", BankEntryRow.id > last)
+                .where(BankEntryRow.signal_type.in_(MATCHED_SIGNALS), BankEntryRow.id > last)
                 .order_by(BankEntryRow.id)
                 .limit(_CHUNK)
             ).all()
@@ -160,21 +175,56 @@ class BankMatcher:
             for r in session.scalars(select(BankRow))
         }
 
-    def _index_for(self, bank_id: int) -> HammingIndex:
+    def _bits_for(self, bank_id: int, value_bits: int) -> int:
+        """Width of a bank's index: its kind's signal, else (a bank this matcher has not
+        seen yet) its existing index's, else that of the values being added."""
+        bank = self.banks.get(bank_id)
+        if bank is not None and bank.kind in SIGNAL_FOR_KIND:
+            return SIGNAL_BITS[SIGNAL_FOR_KIND[bank.kind]]
+        index = self.indexes.get(bank_id)
+        return index.bits if index is not None else value_bits
+
+    def _index_for(self, bank_id: int, bits: int = 256) -> HammingIndex:
         index = self.indexes.get(bank_id)
         if index is None:
-            index = self.indexes[bank_id] = HammingIndex(bits=256)
+            index = self.indexes[bank_id] = HammingIndex(bits=bits)
         return index
 
     def _add_rows(self, rows: Sequence[Any], *, skip_present: bool) -> None:
-        """Add ``(entry_id, bank_id, hex value)`` rows, one batch per bank."""
+        """Add ``(entry_id, bank_id, hex value)`` rows, one batch per bank. A value whose
+        width is not the bank's (a PDQ hash stored in a text bank before text banks were
+        matched) is skipped."""
+        if not rows:
+            return
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         banks = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
-        codes = hashes_from_hex([r[2] for r in rows])
+        values = [r[2] for r in rows]
+        widths = np.fromiter(map(len, values), dtype=np.int64, count=len(rows)) * 4
+        first = int(widths[0])
+        uniform = first in _WIDTHS and bool((widths == first).all())
+        codes = hashes_from_hex(values, first) if uniform else None  # one call in bulk loads
         for bank_id in np.unique(banks).tolist():
             mask = banks == bank_id
-            index = self._index_for(bank_id)
-            bank_ids, bank_codes = ids[mask], codes[mask]
+            bits = self._bits_for(bank_id, int(widths[mask][0]))
+            fits = mask & (widths == bits) if bits in _WIDTHS else np.zeros_like(mask)
+            if int(fits.sum()) < int(mask.sum()):
+                log.warning(
+                    "bank %s: skipping %d entries whose values are not %d-bit hashes",
+                    bank_id,
+                    int(mask.sum() - fits.sum()),
+                    bits,
+                )
+                if not fits.any():
+                    continue
+            index = self._index_for(bank_id, bits)
+            if index.bits != bits:
+                continue  # the bank's kind changed under an old index; never mix widths
+            if codes is not None and codes.shape[1] * 8 == bits:
+                bank_ids, bank_codes = ids[fits], codes[fits]
+            else:
+                rows_at = np.flatnonzero(fits).tolist()
+                bank_ids = ids[fits]
+                bank_codes = hashes_from_hex([values[i] for i in rows_at], bits)
             if skip_present:
                 new = ~index.contains_many(bank_ids)
                 bank_ids, bank_codes = bank_ids[new], bank_codes[new]
@@ -273,14 +323,7 @@ class BankMatcher:
         only matches within the radius minus its margin, and its reported distance
         includes the margin, so policy treats it like a plain hash that much further away.
         """
-        active = [b for b in self.banks.values() if b.enabled and b.kind in ("image", "video")]
-        if bank_names is not None:
-            active = [b for b in active if b.name in bank_names]
-        searched: list[tuple[BankMeta, HammingIndex]] = []
-        for bank in active:
-            index = self.indexes.get(bank.id)
-            if index is not None and len(index):
-                searched.append((bank, index))
+        searched = self._searched(MEDIA_KINDS, bank_names)
         if not searched or not values:
             return []
         groups: dict[int, tuple[list[str], list[str]]] = {}
@@ -327,24 +370,80 @@ class BankMatcher:
         hits.sort(key=lambda h: (h.distance, h.entry_id))
         return hits
 
+    def match_simhash(
+        self,
+        value: str,
+        *,
+        review_band: int = 0,
+        bank_names: set[str] | None = None,
+        media_index: int = TEXT_MEDIA_INDEX,
+    ) -> list[BankHit]:
+        """Text bank hits of one 64-bit SimHash (16 hex digits): every entry within its
+        enabled text bank's threshold, plus ``review_band`` for ``block`` banks (as in
+        :meth:`match_pdq_many`), by distance then entry id.
+
+        ``media_index`` defaults to :data:`TEXT_MEDIA_INDEX` (-1): an item's text is its own
+        object, so an allow-list text bank suppresses other text hits and never an image's
+        (policy.decide groups allow-list suppression by media index).
+        """
+        query = hashes_from_hex([validate_simhash_hex(value)], SIGNAL_BITS["simhash"])
+        hits: list[BankHit] = []
+        for bank, index in self._searched(TEXT_KINDS, bank_names):
+            if index.bits != SIGNAL_BITS["simhash"]:
+                continue
+            radius = bank.threshold + (review_band if bank.action == "block" else 0)
+            for entry_id, distance in index.search_many(query, radius)[0]:
+                if entry_id >= MARGIN_FLAG:
+                    continue  # text entries have no flagged reference rows
+                hits.append(
+                    BankHit(
+                        bank=bank.name,
+                        entry_id=entry_id,
+                        distance=distance,
+                        threshold=bank.threshold,
+                        action=bank.action,  # type: ignore[arg-type]
+                        owner=bank.owner,
+                        media_index=media_index,
+                        review_band=review_band,
+                    )
+                )
+        hits.sort(key=lambda h: (h.distance, h.entry_id))
+        return hits
+
+    def _searched(
+        self, kinds: frozenset[str], bank_names: set[str] | None
+    ) -> list[tuple[BankMeta, HammingIndex]]:
+        """Enabled banks of ``kinds`` (and in ``bank_names``) with a non-empty index."""
+        out: list[tuple[BankMeta, HammingIndex]] = []
+        for bank in self.banks.values():
+            if not bank.enabled or bank.kind not in kinds:
+                continue
+            if bank_names is not None and bank.name not in bank_names:
+                continue
+            index = self.indexes.get(bank.id)
+            if index is not None and len(index):
+                out.append((bank, index))
+        return out
+
 
 def _fetch_entries(session: Session, ids: Sequence[int]) -> dict[int, Any]:
-    """``id -> (id, bank_id, value)`` of the PDQ entries among ``ids`` that still exist.
-    Dense runs of ids (a bulk import) are read with one range query each, others by IN."""
+    """``id -> (id, bank_id, value)`` of the matched (PDQ, SimHash) entries among ``ids``
+    that still exist. Dense runs of ids (a bulk import) are read with one range query each,
+    others by IN."""
     wanted = sorted(set(ids))
     cols = (BankEntryRow.id, BankEntryRow.bank_id, BankEntryRow.value)
-    pdq = BankEntryRow.signal_type == "pdq"
+    matched = BankEntryRow.signal_type.in_(MATCHED_SIGNALS)
     out: dict[int, Any] = {}
     for start in range(0, len(wanted), _RANGE_CHUNK):
         window = wanted[start : start + _RANGE_CHUNK]
         lo, hi = window[0], window[-1]
         if hi - lo < 2 * len(window):
             members = set(window)
-            query = select(*cols).where(pdq, BankEntryRow.id >= lo, BankEntryRow.id <= hi)
+            query = select(*cols).where(matched, BankEntryRow.id >= lo, BankEntryRow.id <= hi)
             out.update((r[0], r) for r in session.execute(query) if r[0] in members)
             continue
         for i in range(0, len(window), _IN_CHUNK):
-            query = select(*cols).where(pdq, BankEntryRow.id.in_(window[i : i + _IN_CHUNK]))
+            query = select(*cols).where(matched, BankEntryRow.id.in_(window[i : i + _IN_CHUNK]))
             out.update((r[0], r) for r in session.execute(query))
     return out
 

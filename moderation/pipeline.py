@@ -12,12 +12,14 @@ from models.image_classifier import Detection, NudeNetDetector
 from models.image_decode import DecodedImage, ImageLimits, decode_frames, decode_image
 from models.image_hash import PDQ_MIN_QUALITY, ImageHashes, hash_image
 from models.image_robust import HashVariant, query_variants, reference_variants
+from models.text_normalize import normalize
 from moderation.domain import Item, Verdict
 from moderation.errors import UnsupportedMedia, from_signal_error
 from moderation.media import load_media
 from moderation.policy import BankHit, Signal, decide
-from moderation.runtime import LoadedImageModel, Runtime
+from moderation.runtime import LoadedImageModel, LoadedTextModel, Runtime
 from moderation.settings import Settings
+from moderation.text_matching import text_bank_hits
 
 
 @dataclass
@@ -123,11 +125,73 @@ def sample_frames(frames: list[Image.Image], k: int) -> list[Image.Image]:
 
 
 def text_signals(rt: Runtime, text: str) -> list[Signal]:
-    return [
+    """Keyword hits and text model scores, both on the same normalised text."""
+    normalized = normalize(text)
+    signals = [
         Signal(
             source="keywords", category=h.category, score=h.score, detail=f"matched term {h.term!r}"
         )
-        for h in rt.keywords.scan(text)
+        for h in rt.keywords.scan_normalized(normalized)
+    ]
+    if normalized and rt.policy.enabled_text_models:
+        signals.extend(text_model_signals(rt.text_models(), normalized))
+    return signals
+
+
+def classify_normalized(
+    models: list[LoadedTextModel], texts: list[str]
+) -> list[list[dict[str, float]]]:
+    """Per model, ``{label: probability}`` for each already-normalised, non-empty text.
+
+    A text too long for a model's windows is an ``input_too_large`` error on ``text``.
+    """
+    try:
+        return [m.classifier.classify_batch(texts) for m in models]
+    except SignalError as exc:
+        raise from_signal_error(exc, "text") from exc
+
+
+@dataclass(frozen=True)
+class TextScores:
+    """The text models' view of one text (``moderation classify text``)."""
+
+    # Probability that the text violates any text category: per model its overall label, or
+    # its highest mapped category (LoadedTextModel.overall); the highest over the models.
+    score: float
+    # Per category after the policy mapping, the highest over the models, as in a verdict.
+    categories: dict[str, float]
+
+
+def score_texts(models: list[LoadedTextModel], texts: list[str]) -> list[TextScores]:
+    """Score raw texts with the text models, normalised exactly as the task normalises them.
+
+    A text that is empty after normalisation goes to no model and scores 0 everywhere.
+    """
+    normalized = [normalize(t) for t in texts]
+    todo = [i for i, t in enumerate(normalized) if t]
+    names = sorted({c for m in models for c in m.labels_by_category})
+    scores = [0.0] * len(texts)
+    categories = [dict.fromkeys(names, 0.0) for _ in texts]
+    results = classify_normalized(models, [normalized[i] for i in todo])
+    for m, per_text in zip(models, results, strict=True):
+        for i, probs in zip(todo, per_text, strict=True):
+            scores[i] = max(scores[i], m.overall(probs))
+            for category, (_, score) in m.category_scores(probs).items():
+                categories[i][category] = max(categories[i][category], score)
+    return [TextScores(s, c) for s, c in zip(scores, categories, strict=True)]
+
+
+def text_model_signals(models: list[LoadedTextModel], normalized: str) -> list[Signal]:
+    """One signal per (model, mapped category): the best mapped label's probability."""
+    return [
+        Signal(
+            source=f"text_model:{m.name}",
+            category=category,
+            score=score,
+            detail=f"{label}={score:.4f}",
+        )
+        for m, (probs,) in zip(models, classify_normalized(models, [normalized]), strict=True)
+        for category, (label, score) in m.category_scores(probs).items()
     ]
 
 
@@ -175,6 +239,7 @@ def analyse(rt: Runtime, item: Item) -> Analysis:
     out = Analysis()
     if item.text:
         out.signals.extend(text_signals(rt, item.text))
+        out.hits.extend(text_bank_hits(rt, item.text))
     limits = image_limits_from(rt.settings)
     band = rt.policy.matching.review_band
     images: list[tuple[int, Image.Image]] = []

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -48,6 +49,8 @@ class MatchingRules(BaseModel):
 
 
 ImageModelKind = Literal["opennsfw", "onnx_dir", "transformers_dir", "nudenet"]
+# `builtin`: the MiniLM encoder and heads that ship with the service (models/text_builtin.py).
+TextModelKind = Literal["builtin", "transformers_dir"]
 # Kinds loaded from a directory named by `path`; the others ship in a wheel.
 DIRECTORY_KINDS: frozenset[str] = frozenset({"onnx_dir", "transformers_dir"})
 # A category is a verdict key: lower-case identifier, as the packaged categories are.
@@ -55,20 +58,19 @@ CATEGORY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class ImageModelSpec(BaseModel):
-    """One image classifier and how its labels map to policy categories.
+class ModelSpec(BaseModel):
+    """What image and text model entries share: a model and how its labels map to categories.
 
     A category's score from one model is the highest probability of the labels mapped to
     it (e.g. ``violence`` and ``weapon`` both -> ``violence``); labels not mapped are
     computed but ignored. ``path`` (directory kinds) is resolved against the policy file's
     directory when relative. ``sha256`` pins the weights file (``model.onnx`` or
-    ``model.safetensors``; for ``opennsfw`` the pin lives in the code).
+    ``model.safetensors``; for models that ship with the service the pin lives in the code).
     """
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    kind: ImageModelKind
     path: Path | None = None
     enabled: bool = True
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
@@ -80,7 +82,7 @@ class ImageModelSpec(BaseModel):
         if not MODEL_NAME_RE.match(v):
             raise ValueError(
                 f"model name {v!r} must be 1-64 letters, digits, '_', '.' or '-' "
-                "(it appears in verdicts as image_model:<name>)"
+                "(it appears in verdicts as image_model:<name> or text_model:<name>)"
             )
         return v
 
@@ -102,24 +104,76 @@ class ImageModelSpec(BaseModel):
                 raise ValueError(f"label {label!r} maps to an empty category name")
         return v
 
-    @model_validator(mode="after")
-    def _path_fits_kind(self) -> ImageModelSpec:
-        if self.kind in DIRECTORY_KINDS and self.path is None:
-            raise ValueError(f"model {self.name!r} of kind {self.kind} needs a 'path' directory")
-        if self.kind == "nudenet" and self.path is not None:
-            raise ValueError(f"model {self.name!r}: kind nudenet takes no 'path'")
-        if self.kind in ("nudenet", "opennsfw") and self.sha256 is not None:
-            raise ValueError(
-                f"model {self.name!r}: kind {self.kind} takes no 'sha256' (opennsfw's is pinned "
-                "in the code; use kind onnx_dir for another build of a model)"
-            )
-        return self
+    def _check_kind(self, kind: str, *, no_path: bool, no_sha256: str | None) -> None:
+        """Kind rules: directory kinds need `path`; `no_path` / `no_sha256` forbid them."""
+        if kind in DIRECTORY_KINDS and self.path is None:
+            raise ValueError(f"model {self.name!r} of kind {kind} needs a 'path' directory")
+        if no_path and self.path is not None:
+            raise ValueError(f"model {self.name!r}: kind {kind} takes no 'path'")
+        if no_sha256 is not None and self.sha256 is not None:
+            raise ValueError(f"model {self.name!r}: kind {kind} takes no 'sha256' ({no_sha256})")
 
     def labels_by_category(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for label, category in self.categories.items():
             out.setdefault(category, []).append(label)
         return out
+
+
+class ImageModelSpec(ModelSpec):
+    """One image classifier (``image_models:``)."""
+
+    kind: ImageModelKind
+
+    @model_validator(mode="after")
+    def _path_fits_kind(self) -> ImageModelSpec:
+        self._check_kind(
+            self.kind,
+            no_path=self.kind == "nudenet",
+            no_sha256=None
+            if self.kind in DIRECTORY_KINDS
+            else "opennsfw's is pinned in the code; use kind onnx_dir for another build of a model",
+        )
+        return self
+
+
+class TextModelSpec(ModelSpec):
+    """One text classifier (``text_models:``), run on the normalised text of every item.
+
+    ``overall_label`` names the label, if any, meaning "violates any text category" (the
+    ``score`` of ``moderation classify text``); it need not be mapped to a category. For the
+    ``builtin`` kind the model itself names it, and ``path`` optionally points at another
+    directory of its artefacts.
+    """
+
+    kind: TextModelKind
+    overall_label: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _path_fits_kind(self) -> TextModelSpec:
+        self._check_kind(
+            self.kind,
+            no_path=False,
+            no_sha256=None if self.kind in DIRECTORY_KINDS else "its pins live in the code",
+        )
+        return self
+
+
+def _check_models(field: str, models: Sequence[ModelSpec], categories: Mapping[str, Any]) -> None:
+    """Unique names, and every mapped category known to the policy or a valid new name."""
+    names = [m.name for m in models]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{field}: names must be unique; repeated: {dupes}")
+    for i, m in enumerate(models):
+        for label, category in m.categories.items():
+            # A category the policy lists, or a new one (it gets the default thresholds).
+            if category not in categories and not CATEGORY_RE.match(category):
+                raise ValueError(
+                    f"{field}[{i}] ({m.name!r}): label {label!r} maps to {category!r}, "
+                    "which is neither a category of this policy nor a valid category name "
+                    "(lower-case letters, digits and '_', starting with a letter)"
+                )
 
 
 class Policy(BaseModel):
@@ -130,22 +184,12 @@ class Policy(BaseModel):
     default: Thresholds = Thresholds(review=0.6, block=0.95)
     matching: MatchingRules = Field(default_factory=MatchingRules)
     image_models: list[ImageModelSpec] = Field(default_factory=list)
+    text_models: list[TextModelSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _image_models_consistent(self) -> Policy:
-        names = [m.name for m in self.image_models]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"image_models: names must be unique; repeated: {dupes}")
-        for i, m in enumerate(self.image_models):
-            for label, category in m.categories.items():
-                # A category the policy lists, or a new one (it gets the default thresholds).
-                if category not in self.categories and not CATEGORY_RE.match(category):
-                    raise ValueError(
-                        f"image_models[{i}] ({m.name!r}): label {label!r} maps to {category!r}, "
-                        "which is neither a category of this policy nor a valid category name "
-                        "(lower-case letters, digits and '_', starting with a letter)"
-                    )
+    def _models_consistent(self) -> Policy:
+        _check_models("image_models", self.image_models, self.categories)
+        _check_models("text_models", self.text_models, self.categories)
         return self
 
     def thresholds(self, category: str) -> Thresholds:
@@ -154,6 +198,10 @@ class Policy(BaseModel):
     @property
     def enabled_image_models(self) -> list[ImageModelSpec]:
         return [m for m in self.image_models if m.enabled]
+
+    @property
+    def enabled_text_models(self) -> list[TextModelSpec]:
+        return [m for m in self.text_models if m.enabled]
 
 
 @dataclass(frozen=True)
@@ -179,6 +227,9 @@ class BankHit:
     media_index: int = 0
     # Which hash of the query matched (models.image_robust); its margin is in `distance`.
     variant: str = "plain"
+    # The review band for this hit's signal when it differs from the policy's (bits of a
+    # 256-bit PDQ hash): a 64-bit SimHash hit carries the band scaled to its width.
+    review_band: int | None = None
 
 
 @dataclass(frozen=True)
@@ -250,10 +301,9 @@ def decide(policy: Policy, signals: list[Signal], hits: list[BankHit]) -> Outcom
             continue
         action: BankAction = policy.matching.bank_actions.get(h.bank, h.action)
         in_band = h.distance > h.threshold
+        band = policy.matching.review_band if h.review_band is None else h.review_band
         # Only a block bank has a review band; anything else beyond its threshold is no match.
-        if in_band and (
-            action != "block" or h.distance > h.threshold + policy.matching.review_band
-        ):
+        if in_band and (action != "block" or h.distance > h.threshold + band):
             continue
         effective: BankAction = "review" if in_band and action == "block" else action
         matches.append(
@@ -267,7 +317,7 @@ def decide(policy: Policy, signals: list[Signal], hits: list[BankHit]) -> Outcom
         )
         if effective in ("block", "review"):
             escalate(effective)
-            limit = h.threshold + (policy.matching.review_band if in_band else 0)
+            limit = h.threshold + (band if in_band else 0)
             reasons.append(
                 Reason(
                     source="hash_match",

@@ -19,6 +19,7 @@ from moderation.pipeline import Analysis, moderate
 from moderation.runtime import Runtime
 from moderation.settings import Limits
 from moderation.storage.tables import ItemHashRow, ItemRow, VerdictRow
+from moderation.text_matching import TEXT_MEDIA_INDEX, item_simhash
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,18 @@ def _store(s: Session, item: Item, verdict: Verdict, analysis: Analysis) -> None
                     quality=quality,
                 )
             )
+    # The text's SimHash (cached from matching), so a reviewer's decision can bank it.
+    text_hash = item_simhash(item.text) if item.text else None
+    if text_hash is not None:
+        s.add(
+            ItemHashRow(
+                content_id=item.content_id,
+                media_index=TEXT_MEDIA_INDEX,
+                signal_type="simhash",
+                value=text_hash,
+                quality=None,
+            )
+        )
 
 
 def moderate_and_store(rt: Runtime, item: Item) -> Verdict:

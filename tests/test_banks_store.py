@@ -416,13 +416,16 @@ def test_delete_bank_logs_one_remove_per_entry(database_url: str, uid: str) -> N
     assert changes(database_url, "bank_entry", ids, since) == [(i, "remove") for i in ids]
 
 
-def test_text_banks_take_no_pdq_lists(database_url: str, uid: str) -> None:
+def test_text_banks_take_simhash_lists_not_pdq(database_url: str, uid: str) -> None:
     with session_scope(database_url) as s:
         text_bank = banks.get_bank_row(s, banks.create_bank(s, f"t-{uid}", kind="text").name)
         image_bank = banks.get_bank_row(s, banks.create_bank(s, f"i-{uid}").name)
-        with pytest.raises(InvalidInput, match="holds simhash signals"):
-            banks.validate_signal_for(text_bank)
+        assert banks.validate_signal_for(text_bank)("A" * 16) == "a" * 16
+        with pytest.raises(InvalidInput, match="not a simhash"):
+            banks.validate_signal_for(text_bank)("f" * 64)
         assert banks.validate_signal_for(image_bank)("F" * 64) == "f" * 64
+        with pytest.raises(InvalidInput, match="not a PDQ hash"):
+            banks.validate_signal_for(image_bank)("f" * 16)
 
 
 @pytest.mark.timeout(120)

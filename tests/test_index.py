@@ -636,3 +636,43 @@ def test_bench_is_a_group_that_still_runs_the_load_benchmark_by_default() -> Non
     assert "--rate" in out and "--duration" in out and "index" in out
     out = CliRunner().invoke(cli, ["bench", "index", "--help"]).output
     assert "--size" in out and "--radius" in out and "--json" in out
+
+
+def test_sixty_four_bit_index_for_text_simhashes(tmp_path: Path) -> None:
+    """Text banks use 64-bit indexes: the whole code is the scanned prefix (no suffix), and
+    out-of-order ids, several rows per id, removals, compaction, batched searches and
+    snapshots stay exact against brute force."""
+    rng = random.Random(64)
+    idx = HammingIndex(bits=64, shard_rows=300, buffer_rows=16)
+    assert (idx.prefix_bytes, idx.suffix_bytes) == (8, 0)
+    anchors = [rand_hash(rng, 64) for _ in range(4)]
+    rows: dict[int, list[bytes]] = {}
+    order = list(range(1, 1500))
+    rng.shuffle(order[:200])  # some ids arrive out of order (buffer, merges)
+    for entry_id in order:
+        h = (
+            flip(rng.choice(anchors), rng.randrange(0, 20), rng)
+            if entry_id % 4
+            else rand_hash(rng, 64)
+        )
+        rows.setdefault(entry_id, []).append(h)
+        idx.add(entry_id, h)
+    for entry_id in rng.sample(sorted(rows), 40):  # extra rows for older ids
+        extra = flip(anchors[0], rng.randrange(0, 12), rng)
+        rows[entry_id].append(extra)
+        idx.add(entry_id, extra)
+    victims = rng.sample(sorted(rows), 500)
+    assert idx.remove_many(victims) == 500
+    for v in victims:
+        del rows[v]
+    assert len(idx) == sum(len(r) for r in rows.values())
+    queries = [*anchors, rand_hash(rng, 64)]
+    for radius in (0, 3, 5, 7, 12, 64):
+        got = idx.search_many(queries, radius)
+        assert got == [brute_rows(rows, q, radius) for q in queries], radius
+    idx.save(tmp_path / "text")
+    back = HammingIndex.load(tmp_path / "text")
+    assert back.bits == 64
+    assert back.search_many(queries, 7) == idx.search_many(queries, 7)
+    with pytest.raises(ValueError):
+        idx.add(1, bytes(32))  # a PDQ hash never goes into a text index

@@ -363,7 +363,9 @@ def test_fetch_entries_dense_runs_sparse_ids_and_missing(url: str) -> None:
         assert sorted(got) == sorted(dense[10:2010])
         assert got[dense[10]][2] == hexof(11)
         got = _fetch_entries(s, sparse)
-        assert sorted(got) == [dense[0], dense[1500], dense[-1]]  # text entry and unknown id
+        # Text (SimHash) entries are matched too; an unknown id is not there.
+        assert sorted(got) == [dense[0], dense[1500], dense[-1], words[0]]
+        assert got[words[0]][2] == "a" * 16
         assert _fetch_entries(s, []) == {}
 
 
@@ -399,3 +401,129 @@ def test_old_versions_are_pruned(url: str, tmp_path: Path, monkeypatch: pytest.M
     assert None not in written and len(versions(snap)) == 2
     assert written[-1] in versions(snap) and written[-2] in versions(snap)
     assert loaded(url, snap).load_info["source"] == "snapshot"
+
+
+# --- text banks (64-bit SimHash) -------------------------------------------------------------
+
+
+def hex16(n: int) -> str:
+    return f"{n:016x}"
+
+
+def near64(base: int, d: int, rng: random.Random) -> int:
+    for bit in rng.sample(range(64), d):
+        base ^= 1 << bit
+    return base
+
+
+def make_text_bank(url: str, name: str, values: Sequence[int], **fields: object) -> list[int]:
+    with session_scope(url) as s:
+        banks.create_bank(s, name, kind="text", **fields)  # type: ignore[arg-type]
+        row = banks.get_bank_row(s, name)
+        return banks.add_entries(s, row, [EntryInput(hex16(v)) for v in values])
+
+
+def text_oracle(
+    url: str, value: str, *, review_band: int = 0, bank_names: set[str] | None = None
+) -> list[BankHit]:
+    """Brute force over the database: the hits match_simhash must return."""
+    with session_scope(url) as s:
+        bank_rows = {b.id: b for b in s.scalars(select(BankRow))}
+        entries = s.execute(
+            select(BankEntryRow.id, BankEntryRow.bank_id, BankEntryRow.value).where(
+                BankEntryRow.signal_type == "simhash"
+            )
+        ).all()
+    hits = []
+    for entry_id, bank_id, stored in entries:
+        b = bank_rows[bank_id]
+        if not b.enabled or b.kind != "text" or len(stored) != 16:
+            continue
+        if bank_names is not None and b.name not in bank_names:
+            continue
+        d = (int(stored, 16) ^ int(value, 16)).bit_count()
+        if d <= b.threshold + (review_band if b.action == "block" else 0):
+            hits.append(
+                BankHit(
+                    b.name,
+                    entry_id,
+                    d,
+                    b.threshold,
+                    b.action,
+                    b.owner,
+                    -1,
+                    review_band=review_band,  # type: ignore[arg-type]
+                )
+            )
+    return sorted(hits, key=lambda h: (h.distance, h.entry_id))
+
+
+def populate_text(url: str, seed: int) -> tuple[int, random.Random]:
+    """Text banks around one 64-bit anchor at distances 0..12, an image bank holding the
+    same bits as a PDQ hash, and a text bank with a legacy PDQ value (stored before text
+    banks were matched)."""
+    rng = random.Random(seed)
+    anchor = rng.getrandbits(64)
+    spread = [near64(anchor, d, rng) for d in range(13)]
+    noise = [rng.getrandbits(64) for _ in range(200)]
+    make_text_bank(url, "spam", spread + noise, action="block", threshold=5)
+    make_text_bank(url, "watch", spread[::3], action="track", threshold=8)
+    make_text_bank(url, "ok-texts", spread[:2], action="allow", threshold=2)
+    make_bank(url, "pictures", [anchor, anchor << 192], threshold=31)
+    with session_scope(url) as s:
+        banks.create_bank(s, "legacy", kind="text", threshold=64)
+        legacy = banks.get_bank_row(s, "legacy")
+        banks.add_entries(s, legacy, [EntryInput(hexof(anchor)), EntryInput(hex16(anchor))])
+    return anchor, rng
+
+
+def test_text_banks_get_64_bit_indexes_and_match_simhash(url: str) -> None:
+    anchor, rng = populate_text(url, seed=21)
+    m = loaded(url)
+    with session_scope(url) as s:
+        ids = {b.name: b.id for b in s.scalars(select(BankRow))}
+    assert m.indexes[ids["spam"]].bits == 64 and m.indexes[ids["pictures"]].bits == 256
+    assert len(m.indexes[ids["legacy"]]) == 1  # the 64-hex value is skipped, not a crash
+    for q in (hex16(anchor), hex16(near64(anchor, 3, rng)), hex16(rng.getrandbits(64))):
+        for band in (0, 2):
+            assert m.match_simhash(q, review_band=band) == text_oracle(url, q, review_band=band)
+        assert m.match_simhash(q, bank_names={"watch"}) == text_oracle(url, q, bank_names={"watch"})
+    hits = m.match_simhash(hex16(anchor), review_band=2)
+    assert {h.bank for h in hits} == {"spam", "watch", "ok-texts", "legacy"}
+    assert max(h.distance for h in hits if h.bank == "spam") == 7  # threshold 5 + band 2
+    assert all(h.media_index == -1 for h in hits)
+    # Image queries never see text banks, and text queries never see image banks.
+    assert {h.bank for h in m.match_pdq(hexof(anchor), review_band=8)} == {"pictures"}
+    with pytest.raises(ValueError):
+        m.match_simhash(hexof(anchor))
+
+
+def test_text_entries_replay_and_survive_snapshots(url: str, tmp_path: Path) -> None:
+    anchor, rng = populate_text(url, seed=22)
+    snap = tmp_path / "index"
+    m = loaded(url, snap, snapshot_min_rows=0)
+    assert m.load_info["source"] == "database" and len(versions(snap)) == 1
+    q = hex16(anchor)
+    with session_scope(url) as s:
+        spam = banks.get_bank_row(s, "spam")
+        (added,) = banks.add_entries(s, spam, [EntryInput(hex16(near64(anchor, 1, rng)))])
+        victim = banks.list_entries(s, spam, limit=1)[0].id
+        banks.remove_entry(s, spam, victim)
+        banks.update_bank(s, "watch", threshold=12)
+        banks.create_bank(s, "late", kind="text", action="review")
+        banks.add_entries(s, banks.get_bank_row(s, "late"), [EntryInput(q)])
+    assert refreshed(m, url) == {"bank", "bank_entry"}
+    got = m.match_simhash(q, review_band=2)
+    assert got == text_oracle(url, q, review_band=2)
+    assert added in {h.entry_id for h in got} and victim not in {h.entry_id for h in got}
+    assert any(h.bank == "late" for h in got)
+    restored = loaded(url, snap)  # the first snapshot plus the replayed changes
+    assert restored.load_info["source"] == "snapshot" and restored.load_info["replayed"] > 0
+    assert restored.match_simhash(q, review_band=2) == got
+    with session_scope(url) as s:
+        written = restored.write_snapshot(s, snap)
+    assert written is not None
+    spam_id = next(b.id for b in restored.banks.values() if b.name == "spam")
+    header = json.loads((written / f"bank-{spam_id}" / "header.json").read_text())
+    assert header["bits"] == 64
+    assert loaded(url, snap).match_simhash(q, review_band=2) == got

@@ -396,3 +396,85 @@ def test_image_model_signal_goes_through_category_thresholds() -> None:
     sig = Signal(source="image_model:opennsfw", category="offensive", score=0.7, detail="x")
     out = decide(policy, [sig], [])
     assert out.decision == "review" and out.reasons[0].source == "image_model:opennsfw"
+
+
+# --- text_models --------------------------------------------------------------------------
+
+
+def test_packaged_policy_enables_the_builtin_text_model() -> None:
+    policy = load_policy()
+    assert [
+        (m.name, m.kind, m.enabled, m.overall_label, m.categories) for m in policy.text_models
+    ] == [
+        (
+            "builtin",
+            "builtin",
+            False,  # listed, switched on once its trained artefacts are committed
+            "any",
+            {"offensive": "offensive", "hate": "hate", "sexism": "sexism"},
+        )
+    ]
+    assert policy.enabled_text_models == [m for m in policy.text_models if m.enabled]
+    for category in ("offensive", "hate", "sexism"):
+        assert category in policy.categories
+    assert policy.version not in ("2026-11-22.1", "2026-11-22.2")  # bumped for text_models
+
+
+def test_text_models_default_to_none_and_resolve_paths(tmp_path: Path) -> None:
+    assert load_policy(write_policy(tmp_path, "")).text_models == []
+    p = write_policy(
+        tmp_path,
+        "text_models:\n"
+        "  - {name: xlmr, kind: transformers_dir, path: models/xlmr, overall_label: toxic,"
+        " categories: {insult: offensive, identity_attack: hate, threat: violence}}\n"
+        "  - {name: builtin, kind: builtin, enabled: false, categories: {hate: hate}}\n",
+    )
+    policy = load_policy(p)
+    xlmr, builtin = policy.text_models
+    assert xlmr.path == (tmp_path / "models" / "xlmr").resolve()
+    assert xlmr.overall_label == "toxic" and builtin.path is None
+    assert [m.name for m in policy.enabled_text_models] == ["xlmr"]
+    # Image and text models keep separate lists and may share a name.
+    p = write_policy(
+        tmp_path,
+        "image_models: [{name: m, kind: opennsfw, categories: {nsfw: sexual}}]\n"
+        "text_models: [{name: m, kind: builtin, categories: {hate: hate}}]\n",
+    )
+    assert load_policy(p).text_models[0].name == "m"
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("{name: m, kind: fasttext, categories: {x: hate}}", "kind"),
+        ("{name: m, kind: transformers_dir, categories: {x: hate}}", "needs a 'path'"),
+        ("{name: m, kind: builtin, categories: {}}", "categories"),
+        ("{name: m, kind: builtin, categories: {hate: Hate Speech}}", "'Hate Speech'"),
+        ("{name: m, kind: builtin, categories: {hate: ''}}", "empty category"),
+        ("{name: 'a b', kind: builtin, categories: {hate: hate}}", "text_model:<name>"),
+        (f"{{name: m, kind: builtin, sha256: {'a' * 64}, categories: {{x: hate}}}}", "sha256"),
+        (
+            "{name: m, kind: transformers_dir, path: p, sha256: xyz, categories: {x: hate}}",
+            "sha256",
+        ),
+        ("{name: m, kind: builtin, overall_label: '', categories: {x: hate}}", "overall_label"),
+        ("{name: m, kind: builtin, categories: {x: hate}, enabled: yes, extra: 1}", "extra"),
+    ],
+)
+def test_bad_text_model_entries(tmp_path: Path, entry: str, expected: str) -> None:
+    p = write_policy(tmp_path, f"text_models:\n  - {entry}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_policy(p)
+    assert expected in exc.value.message
+    assert "text_models" in exc.value.message
+
+
+def test_duplicate_text_model_names(tmp_path: Path) -> None:
+    p = write_policy(
+        tmp_path,
+        "text_models:\n"
+        "  - {name: a, kind: builtin, categories: {hate: hate}}\n"
+        "  - {name: a, kind: transformers_dir, path: x, categories: {toxic: offensive}}\n",
+    )
+    with pytest.raises(ConfigError, match="text_models: names must be unique; repeated: \\['a'\\]"):
+        load_policy(p)

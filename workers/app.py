@@ -34,7 +34,8 @@ def _after_fork(**_: object) -> None:
     reset_runtime()
     rt = get_runtime()  # warm: load banks and lists before the first task, not during it
     try:
-        rt.warm_up()  # and the image classifiers: load, verify sha256, one inference each
+        rt.warm_up()  # and the image and text classifiers: load, verify, one inference each
     except ConfigError as exc:
-        # Keep serving text; every item with an image will fail with this same error.
-        log.critical("image models failed to load: %s", exc.message)
+        # Keep serving: items that need a model that failed (an image, or text) fail with
+        # this same error, while the others are still moderated.
+        log.critical("models failed to load: %s", exc.message)

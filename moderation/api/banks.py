@@ -45,20 +45,29 @@ class BankUpdate(BaseModel):
 
 
 class EntryCreate(BaseModel):
-    """One of: an image inline (`data_b64`) or by `uri`, or a ready PDQ hash (`pdq`)."""
+    """One of: for an image or video bank, an image inline (`data_b64`) or by `uri`, or a
+    ready PDQ hash (`pdq`); for a text bank, a `text` (stored as its SimHash) or a ready
+    SimHash (`simhash`, 16 hex digits)."""
 
     model_config = ConfigDict(extra="forbid")
     data_b64: str | None = None
     uri: str | None = None
     pdq: str | None = None
+    text: str | None = None
+    simhash: str | None = None
     quality: int | None = Field(default=None, ge=0, le=100)
     note: str = Field(default="", max_length=2000)
 
     @model_validator(mode="after")
     def _one_source(self) -> EntryCreate:
-        if sum(x is not None for x in (self.data_b64, self.uri, self.pdq)) != 1:
-            raise ValueError("give exactly one of 'data_b64', 'uri' or 'pdq'")
+        sources = (self.data_b64, self.uri, self.pdq, self.text, self.simhash)
+        if sum(x is not None for x in sources) != 1:
+            raise ValueError("give exactly one of 'data_b64', 'uri', 'pdq', 'text' or 'simhash'")
         return self
+
+    @property
+    def signal(self) -> str:
+        return "simhash" if self.text is not None or self.simhash is not None else "pdq"
 
 
 @router.get("")
@@ -130,6 +139,17 @@ def add_entry(
     who: Principal = Depends(admin),
 ) -> dict[str, Any]:
     bank = banks.get_bank_row(session, name)
+    banks.check_entry_signal(bank, body.signal)
+    if body.signal == "simhash":
+        if body.text is not None:
+            value = banks.simhash_of_text(body.text, settings.limits.max_text_chars)
+        else:
+            value = banks.validate_simhash(body.simhash or "")
+        [entry_id] = banks.add_entries(
+            session, bank, [banks.EntryInput(value, body.quality, body.note, who.name)]
+        )
+        audit.record(session, who.name, "bank.entry.add", "bank", name, entry_id=entry_id)
+        return {"bank": name, "entry_id": entry_id, "simhash": value, "quality": body.quality}
     references: list[HashVariant] = []
     if body.pdq is not None:
         pdq, quality = banks.validate_pdq(body.pdq), body.quality

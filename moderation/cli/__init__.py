@@ -9,6 +9,7 @@ import click
 from moderation.cli.banks import bank, match
 from moderation.cli.ops import bench, db_group, demo, keys
 from moderation.cli.run import moderate, serve, worker
+from moderation.cli.text import classify, eval_group
 from moderation.errors import ModerationError
 
 
@@ -20,6 +21,8 @@ def cli() -> None:
 
 for command in (serve, worker, moderate, bank, match, keys, db_group, demo, bench):
     cli.add_command(command)
+cli.add_command(classify)
+cli.add_command(eval_group)
 
 
 def main() -> None:

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from moderation.cli.common import emit, json_option, session, settings
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from moderation.policy import BankHit
+    from moderation.storage.tables import BankRow
+
 _paths = click.argument(
-    "paths", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
+    "paths", nargs=-1, required=False, type=click.Path(dir_okay=False, path_type=Path)
 )
 
 
@@ -70,37 +77,150 @@ def bank_create(
 @bank.command("add")
 @click.argument("name")
 @_paths
+@click.option(
+    "--text",
+    "texts",
+    multiple=True,
+    help="Text bank: a text to add (repeatable). Stored as its SimHash.",
+)
+@click.option(
+    "--lines",
+    "lines_file",
+    type=click.Path(dir_okay=False, exists=True, allow_dash=True),
+    default=None,
+    help="Text bank: a UTF-8 file with one text per line ('-' for stdin); blank lines skipped.",
+)
 @click.option("--note", default="")
 @json_option
-def bank_add(name: str, paths: tuple[Path, ...], note: str, as_json: bool) -> None:
-    """Hash files and add them to a bank; one line per file."""
-    from models.image_robust import reference_variants
+def bank_add(
+    name: str,
+    paths: tuple[Path, ...],
+    texts: tuple[str, ...],
+    lines_file: str | None,
+    note: str,
+    as_json: bool,
+) -> None:
+    """Add entries to a bank; one line per input.
+
+    Image and video banks: PATHS are images, hashed as uploads are. Text banks: each PATH is
+    a UTF-8 text file holding one text, plus any --text and --lines texts; each is stored as
+    its SimHash (too-short texts are refused).
+    """
     from moderation import audit, banks
+
+    if not (paths or texts or lines_file):
+        raise click.UsageError("give PATHS, --text or --lines")
+    with session() as s:
+        row = banks.get_bank_row(s, name)
+        if row.kind == "text":
+            failed, count = _add_texts(s, row, paths, texts, lines_file, note, as_json)
+        elif texts or lines_file:
+            raise click.UsageError(
+                f"bank {name} is a {row.kind} bank: --text and --lines are for text banks"
+            )
+        else:
+            failed, count = _add_images(s, row, paths, note, as_json), len(paths)
+        audit.record(s, "cli", "bank.entry.add", "bank", name, count=count)
+    if failed:
+        raise SystemExit(1)
+
+
+def _add_images(
+    s: Session, row: BankRow, paths: tuple[Path, ...], note: str, as_json: bool
+) -> bool:
+    """Hash image files into an image or video bank, one commit each; True if any failed."""
+    from models.image_robust import reference_variants
+    from moderation import banks
     from moderation.errors import ModerationError
     from moderation.pipeline import hash_decoded
 
     failed = False
-    with session() as s:
-        row = banks.get_bank_row(s, name)
-        for path in paths:
+    for path in paths:
+        try:
+            decoded = _read_image(path)
+            h = hash_decoded(decoded, str(path))
+            [entry_id] = banks.add_entries(
+                s, row, [banks.EntryInput(h.pdq, h.pdq_quality, note, str(path))]
+            )
+            banks.add_reference_hashes(s, entry_id, reference_variants(decoded.image))
+            s.commit()
+            emit({"path": str(path), "entry_id": entry_id}, as_json, f"{path}: entry {entry_id}")
+        except (ModerationError, click.ClickException) as exc:
+            failed = True
+            msg = exc.message if isinstance(exc, ModerationError) else exc.format_message()
+            emit({"path": str(path), "error": msg}, as_json, f"{path}: error: {msg}")
+    return failed
+
+
+def _text_inputs(
+    paths: tuple[Path, ...], texts: tuple[str, ...], lines_file: str | None, max_chars: int
+) -> list[tuple[str, str | None, str]]:
+    """``(label, text or None, error)`` for each text to add, in order: files, then --text,
+    then the lines of --lines."""
+    out: list[tuple[str, str | None, str]] = []
+    for path in paths:
+        try:
+            if path.stat().st_size > 4 * max_chars:
+                out.append((str(path), None, f"file is over {4 * max_chars} bytes"))
+                continue
+            out.append((str(path), path.read_bytes().decode("utf-8"), ""))
+        except OSError as exc:
+            out.append((str(path), None, f"cannot read: {exc.strerror}"))
+        except UnicodeDecodeError as exc:
+            out.append((str(path), None, f"not UTF-8 text (byte {exc.start})"))
+    out.extend((f"--text {i + 1}", t, "") for i, t in enumerate(texts))
+    if lines_file is not None:
+        with click.open_file(lines_file, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                label = f"{lines_file}:{n}"
+                try:
+                    line = raw.decode("utf-8").strip()
+                except UnicodeDecodeError as exc:
+                    out.append((label, None, f"not UTF-8 text (byte {exc.start})"))
+                    continue
+                if line:
+                    out.append((label, line, ""))
+    return out
+
+
+def _add_texts(
+    s: Session,
+    row: BankRow,
+    paths: tuple[Path, ...],
+    texts: tuple[str, ...],
+    lines_file: str | None,
+    note: str,
+    as_json: bool,
+) -> tuple[bool, int]:
+    """Hash and add texts to a text bank in one transaction; (any input failed, inputs)."""
+    from moderation import banks
+    from moderation.errors import ModerationError
+
+    max_chars = settings().limits.max_text_chars
+    results: list[dict[str, object]] = []
+    entries: list[banks.EntryInput] = []
+    for label, text, error in _text_inputs(paths, texts, lines_file, max_chars):
+        if text is not None:
             try:
-                decoded = _read_image(path)
-                h = hash_decoded(decoded, str(path))
-                [entry_id] = banks.add_entries(
-                    s, row, [banks.EntryInput(h.pdq, h.pdq_quality, note, str(path))]
-                )
-                banks.add_reference_hashes(s, entry_id, reference_variants(decoded.image))
-                s.commit()
-                emit(
-                    {"path": str(path), "entry_id": entry_id}, as_json, f"{path}: entry {entry_id}"
-                )
-            except (ModerationError, click.ClickException) as exc:
-                failed = True
-                msg = exc.message if isinstance(exc, ModerationError) else exc.format_message()
-                emit({"path": str(path), "error": msg}, as_json, f"{path}: error: {msg}")
-        audit.record(s, "cli", "bank.entry.add", "bank", name, count=len(paths))
-    if failed:
-        raise SystemExit(1)
+                value = banks.simhash_of_text(text, max_chars)
+                entries.append(banks.EntryInput(value, None, note, label))
+                results.append({"input": label, "simhash": value})
+                continue
+            except ModerationError as exc:
+                error = exc.message
+        results.append({"input": label, "error": error})
+    ids = iter(banks.add_entries(s, row, entries))
+    for result in results:
+        if "error" in result:
+            emit(result, as_json, f"{result['input']}: error: {result['error']}")
+        else:
+            result["entry_id"] = next(ids)
+            emit(
+                result,
+                as_json,
+                f"{result['input']}: entry {result['entry_id']} (simhash {result['simhash']})",
+            )
+    return any("error" in r for r in results), len(results)
 
 
 @bank.command("remove")
@@ -145,7 +265,7 @@ _FORMATS = click.Choice(["txt", "csv", "jsonl", "hma"])
     "fmt",
     type=_FORMATS,
     default=None,
-    help="txt (PDQ hex,quality), csv, jsonl or hma (HMA signal bodies). "
+    help="txt (hex hash, with ',quality' when known), csv, jsonl or hma (HMA signal bodies). "
     "Default: from --out's suffix, else txt.",
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
@@ -231,16 +351,28 @@ def bank_import(
 
 @click.command()
 @_paths
+@click.option(
+    "--text",
+    "texts",
+    multiple=True,
+    help="A text to match against the text banks (repeatable).",
+)
 @click.option("--bank", "bank_name", default=None, help="Only this bank.")
 @json_option
-def match(paths: tuple[Path, ...], bank_name: str | None, as_json: bool) -> None:
-    """Match files against the banks (with the policy's robust variants); one line per file."""
+def match(
+    paths: tuple[Path, ...], texts: tuple[str, ...], bank_name: str | None, as_json: bool
+) -> None:
+    """Match image files (with the policy's robust variants) against image banks, and
+    --text texts against text banks; one line per file or text."""
     from models.image_robust import query_variants
     from moderation import banks
     from moderation.errors import ModerationError
     from moderation.matching import BankMatcher
     from moderation.policy import load_policy
+    from moderation.text_matching import item_simhash
 
+    if not (paths or texts):
+        raise click.UsageError("give PATHS or --text")
     conf = settings()
     use_variants = load_policy(conf.policy_path).matching.variants
     matcher = BankMatcher()
@@ -260,14 +392,25 @@ def match(paths: tuple[Path, ...], bank_name: str | None, as_json: bool) -> None
         if not use_variants:
             variants = variants[:1] if variants and variants[0].name == "plain" else []
         values = [(v.pdq, v.margin, v.name) for v in variants]
-        hits = matcher.match_pdq_many(values, bank_names=only)
-        found = [{"bank": x.bank, "entry_id": x.entry_id, "distance": x.distance} for x in hits]
-        emit(
-            {"path": str(path), "matches": found},
-            as_json,
-            f"{path}: "
-            + (
-                ", ".join(f"{m['bank']}#{m['entry_id']} d={m['distance']}" for m in found)
-                or "no match"
-            ),
-        )
+        _emit_hits({"path": str(path)}, matcher.match_pdq_many(values, bank_names=only), as_json)
+    for i, text in enumerate(texts, 1):
+        value = item_simhash(text)
+        label: dict[str, object] = {"text": i, "simhash": value}
+        if value is None:
+            label["note"] = "too short for a SimHash: keyword lists only"
+        hits = [] if value is None else matcher.match_simhash(value, bank_names=only)
+        _emit_hits(label, hits, as_json)
+
+
+def _emit_hits(label: dict[str, object], hits: list[BankHit], as_json: bool) -> None:
+    found = [{"bank": x.bank, "entry_id": x.entry_id, "distance": x.distance} for x in hits]
+    name = label.get("path") or f"--text {label.get('text')}"
+    emit(
+        {**label, "matches": found},
+        as_json,
+        f"{name}: "
+        + (
+            ", ".join(f"{m['bank']}#{m['entry_id']} d={m['distance']}" for m in found)
+            or str(label.get("note", "no match"))
+        ),
+    )

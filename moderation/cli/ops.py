@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from moderation.cli.common import emit, json_option, session, settings
@@ -168,3 +170,21 @@ def bench_robustness(distractors: int, precision: float, seed: int, as_json: boo
         + format_table(report)
     )
     emit(report, as_json, summary)
+
+
+@bench.command("simhash")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=Path("../shared/data"),
+    show_default=True,
+    help="The labelled data directory (read, never copied).",
+)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--index-size", default=10_000_000, show_default=True, help="0 skips the index.")
+def bench_simhash(data: Path, seed: int, index_size: int) -> None:
+    """Text near-duplicates: SimHash speed, distances of edited copies and of unrelated
+    texts, and a 64-bit index at --index-size (tables behind the text-bank threshold)."""
+    from moderation.bench_text import run
+
+    run(data, seed, index_size)
