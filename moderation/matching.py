@@ -81,6 +81,28 @@ class BankMeta:
     owner: str | None
     enabled: bool
 
+    def hit(
+        self,
+        entry_id: int,
+        distance: int,
+        media_index: int,
+        *,
+        variant: str = "plain",
+        review_band: int | None = None,
+    ) -> BankHit:
+        """A hit on this bank, carrying its threshold, action and owner for the policy."""
+        return BankHit(
+            bank=self.name,
+            entry_id=entry_id,
+            distance=distance,
+            threshold=self.threshold,
+            action=self.action,  # type: ignore[arg-type]
+            owner=self.owner,
+            media_index=media_index,
+            variant=variant,
+            review_band=review_band,
+        )
+
 
 class BankMatcher:
     """Exact Hamming search over every PDQ (image, video) and SimHash (text) entry of every
@@ -355,18 +377,7 @@ class BankMatcher:
             for entry_id, (distance, name) in best.items():
                 if distance > bank.threshold + band:
                     continue  # a flagged reference row, beyond once its margin counts
-                hits.append(
-                    BankHit(
-                        bank=bank.name,
-                        entry_id=entry_id,
-                        distance=distance,
-                        threshold=bank.threshold,
-                        action=bank.action,  # type: ignore[arg-type]
-                        owner=bank.owner,
-                        media_index=media_index,
-                        variant=name,
-                    )
-                )
+                hits.append(bank.hit(entry_id, distance, media_index, variant=name))
         hits.sort(key=lambda h: (h.distance, h.entry_id))
         return hits
 
@@ -395,18 +406,7 @@ class BankMatcher:
             for entry_id, distance in index.search_many(query, radius)[0]:
                 if entry_id >= MARGIN_FLAG:
                     continue  # text entries have no flagged reference rows
-                hits.append(
-                    BankHit(
-                        bank=bank.name,
-                        entry_id=entry_id,
-                        distance=distance,
-                        threshold=bank.threshold,
-                        action=bank.action,  # type: ignore[arg-type]
-                        owner=bank.owner,
-                        media_index=media_index,
-                        review_band=review_band,
-                    )
-                )
+                hits.append(bank.hit(entry_id, distance, media_index, review_band=review_band))
         hits.sort(key=lambda h: (h.distance, h.entry_id))
         return hits
 
