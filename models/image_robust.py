@@ -36,6 +36,7 @@ __all__ = [
     "WINDOW",
     "WINDOW_MARGIN",
     "HashVariant",
+    "frame_pdq",
     "query_variants",
     "reference_variants",
     "strip_borders",
@@ -59,6 +60,8 @@ _WINDOW_SIDE = 256
 _STRIP_SIDE = 256
 _FLAT_RANGE = 8
 _MIN_KEEP = 0.3
+# Video frames: a re-uploader's logo or caption often sits on the black bars it added.
+FRAME_BORDER_TOLERANCE = 0.25
 # Names of pdqhash.compute_dihedral's eight outputs, in its order.
 # (checked against Pillow's transposes: "flip_v" is top-bottom, "mirror" left-right).
 _DIHEDRAL = ("plain", "rot90", "rot180", "rot270", "flip_v", "mirror", "transpose", "transverse")
@@ -74,8 +77,12 @@ class HashVariant:
     margin: int = 0
 
 
-def strip_borders(img: Image.Image) -> Image.Image | None:
-    """The image without uniform borders, or None when it has none (or is nearly all border)."""
+def strip_borders(img: Image.Image, *, tolerance: float = 0.0) -> Image.Image | None:
+    """The image without uniform borders, or None when it has none (or is nearly all border).
+
+    ``tolerance``: the share of a border row that may differ from its colour (a logo or a
+    caption laid over black bars); 0 means every pixel must be flat.
+    """
     grey = img.convert("L")
     w0, h0 = grey.size
     factor = max(1, max(w0, h0) // _STRIP_SIDE)
@@ -85,11 +92,11 @@ def strip_borders(img: Image.Image) -> Image.Image | None:
     # Peel rows, then columns, until stable: a title bar inside a frame needs two passes.
     for _ in range(4):
         before = (top, bottom, left, right)
-        t, b = _flat_run(small[top:bottom, left:right])
+        t, b = _flat_run(small[top:bottom, left:right], tolerance)
         top, bottom = top + t, top + b
         if bottom - top < h * _MIN_KEEP:
             return None
-        lft, rgt = _flat_run(small[top:bottom, left:right].T)
+        lft, rgt = _flat_run(small[top:bottom, left:right].T, tolerance)
         left, right = left + lft, left + rgt
         if right - left < w * _MIN_KEEP:
             return None
@@ -109,11 +116,28 @@ def strip_borders(img: Image.Image) -> Image.Image | None:
     return img.crop(box)
 
 
-def _flat_run(rows: npt.NDArray[np.int16]) -> tuple[int, int]:
+def frame_pdq(img: Image.Image, *, window: float = 1.0) -> tuple[str, int]:
+    """PDQ (hex, quality) of a video frame with its uniform borders stripped.
+
+    References and uploads both go through it, so letterboxing, pillarboxing and a
+    re-uploader's black bars hash like the picture they frame. ``window`` < 1 hashes the
+    central part of that picture (that fraction of its width and height).
+    """
+    picture = strip_borders(img, tolerance=FRAME_BORDER_TOLERANCE) or img
+    return _pdq(picture if window >= 1.0 else _center(picture, window))
+
+
+def _flat_run(rows: npt.NDArray[np.int16], tolerance: float = 0.0) -> tuple[int, int]:
     """``(first, end)`` of the non-flat rows: flat rows are peeled from both ends."""
     if rows.size == 0:
         return 0, 0
-    flat = (rows.max(axis=1) - rows.min(axis=1)) <= _FLAT_RANGE
+    if tolerance <= 0.0:
+        flat = (rows.max(axis=1) - rows.min(axis=1)) <= _FLAT_RANGE
+    else:
+        # Flat: all but ``tolerance`` of the row within the flat range of its median.
+        median = np.median(rows, axis=1, keepdims=True)
+        near = np.abs(rows - median) <= _FLAT_RANGE // 2
+        flat = near.mean(axis=1) >= 1.0 - tolerance
     n = len(flat)
     first = 0
     while first < n and flat[first]:

@@ -51,6 +51,16 @@ class Reason(BaseModel):
     detail: str = ""
 
 
+class Segment(BaseModel):
+    """Where a video match sits: seconds in the upload and in the reference."""
+
+    query_start: float
+    query_end: float
+    reference_start: float
+    reference_end: float
+    score: float
+
+
 class Match(BaseModel):
     """A bank entry that an item's media or text matched."""
 
@@ -59,6 +69,10 @@ class Match(BaseModel):
     distance: int
     action: BankAction
     owner: str | None = None
+    # Video bank matches only (left out of the JSON of every other match): how well the
+    # upload matched in time, 0..1, and each part of it that plays part of the reference.
+    score: float | None = Field(default=None, exclude_if=lambda v: v is None)
+    segments: list[Segment] | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class Verdict(BaseModel):

@@ -18,8 +18,8 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from models.image_robust import MIRROR_MARGIN
 from models.text_simhash import validate_simhash_hex
-from moderation.banks import SIGNAL_FOR_KIND
+from moderation.banks import DEFAULT_THRESHOLD, SIGNAL_FOR_KIND
 from moderation.index import (
     HammingIndex,
     SnapshotError,
@@ -38,6 +38,7 @@ from moderation.index import (
 )
 from moderation.policy import BankHit
 from moderation.storage.tables import BankEntryHashRow, BankEntryRow, BankRow, ChangeRow
+from moderation.video_align import AlignParams, Segment, align_arrays
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,15 @@ MATCHED_SIGNALS = tuple(SIGNAL_BITS)
 _WIDTHS = frozenset(SIGNAL_BITS.values())
 TEXT_KINDS = frozenset(k for k, sig in SIGNAL_FOR_KIND.items() if sig == "simhash")
 MEDIA_KINDS = frozenset(k for k, sig in SIGNAL_FOR_KIND.items() if sig == "pdq")
+IMAGE_KINDS = frozenset({"image"})
+VIDEO_KINDS = frozenset({"video"})
+# A video entry's sampled frames are extra reference hashes named by their time:
+# "at_ms:12000" is the frame 12 s into the reference.
+FRAME_PREFIX = "at_ms:"
+# A reference video becomes a candidate for alignment when this many query frames hit it.
+CANDIDATE_FRAMES = 2
+# (times in seconds, (n, 32) uint8 PDQ codes) of the given video entries' frames.
+ReferenceFrames = Callable[[Sequence[int]], dict[int, tuple[np.ndarray, np.ndarray]]]
 # An index row of a reference hash that carries a margin (models.image_robust: the exact
 # mirror) is stored under the entry id with this bit set, so the index needs no per-row
 # payload: a hit on it is that entry, that many bits further away. Entry ids stay below.
@@ -89,18 +99,24 @@ class BankMeta:
         *,
         variant: str = "plain",
         review_band: int | None = None,
+        segments: tuple[dict[str, float], ...] | None = None,
+        score: float | None = None,
+        threshold: int | None = None,
     ) -> BankHit:
-        """A hit on this bank, carrying its threshold, action and owner for the policy."""
+        """A hit on this bank, carrying its threshold (or the one it was matched at), action
+        and owner for the policy."""
         return BankHit(
             bank=self.name,
             entry_id=entry_id,
             distance=distance,
-            threshold=self.threshold,
+            threshold=self.threshold if threshold is None else threshold,
             action=self.action,  # type: ignore[arg-type]
             owner=self.owner,
             media_index=media_index,
             variant=variant,
             review_band=review_band,
+            segments=segments,
+            score=score,
         )
 
 
@@ -337,6 +353,7 @@ class BankMatcher:
         review_band: int = 0,
         media_index: int = 0,
         bank_names: set[str] | None = None,
+        kinds: frozenset[str] = MEDIA_KINDS,
     ) -> list[BankHit]:
         """:meth:`match_pdq` for several hashes of one media object (rotations, flips, crops,
         frames) in one scan per bank and margin: one hit per entry, at its smallest distance.
@@ -345,7 +362,7 @@ class BankMatcher:
         only matches within the radius minus its margin, and its reported distance
         includes the margin, so policy treats it like a plain hash that much further away.
         """
-        searched = self._searched(MEDIA_KINDS, bank_names)
+        searched = self._searched(kinds, bank_names)
         if not searched or not values:
             return []
         groups: dict[int, tuple[list[str], list[str]]] = {}
@@ -357,9 +374,14 @@ class BankMatcher:
         hits: list[BankHit] = []
         for bank, index in searched:
             band = review_band if bank.action == "block" else 0
+            # A video bank's threshold is per frame of a time-aligned run; one still frame
+            # alone must be as close as an image bank's default asks.
+            limit = bank.threshold
+            if bank.kind in VIDEO_KINDS:
+                limit = min(limit, DEFAULT_THRESHOLD["image"])
             best: dict[int, tuple[int, str]] = {}
             for margin, (hexes, names) in sorted(groups.items()):
-                radius = bank.threshold + band - margin
+                radius = limit + band - margin
                 if radius < 0:
                     continue
                 queries = hashes_from_hex(hexes)
@@ -375,9 +397,88 @@ class BankMatcher:
                         if entry_id not in best or d < best[entry_id][0]:
                             best[entry_id] = (d, label)
             for entry_id, (distance, name) in best.items():
-                if distance > bank.threshold + band:
+                if distance > limit + band:
                     continue  # a flagged reference row, beyond once its margin counts
-                hits.append(bank.hit(entry_id, distance, media_index, variant=name))
+                hits.append(
+                    bank.hit(entry_id, distance, media_index, variant=name, threshold=limit)
+                )
+        hits.sort(key=lambda h: (h.distance, h.entry_id))
+        return hits
+
+    def match_video(
+        self,
+        frames: Sequence[tuple[float, str]],
+        reference_frames: ReferenceFrames,
+        *,
+        review_band: int = 0,
+        media_index: int = 0,
+        bank_names: set[str] | None = None,
+        params: AlignParams | None = None,
+    ) -> list[BankHit]:
+        """Time-aligned matches of a video's ``(t, pdq hex)`` frames in the video banks: one
+        hit per reference entry, carrying each segment where the upload plays part of it.
+
+        The index finds reference entries that several query frames hit; each candidate's
+        frames (from ``reference_frames``) are then compared with every query frame and
+        :func:`~moderation.video_align.align` keeps only runs that agree in time, so single
+        colliding frames of look-alike videos never make a match.
+        """
+        searched = [(b, i) for b, i in self._searched(VIDEO_KINDS, bank_names) if i.bits == 256]
+        if not searched or not frames:
+            return []
+        query_times = np.array([t for t, _ in frames], np.float64)
+        codes = hashes_from_hex([h for _, h in frames])
+        candidates: dict[int, tuple[BankMeta, int]] = {}
+        for bank, index in searched:
+            radius = bank.threshold + (review_band if bank.action == "block" else 0)
+            support: dict[int, set[int]] = {}
+            for q, found in enumerate(index.search_many(codes, radius)):
+                for row_id, _ in found:
+                    if row_id < MARGIN_FLAG:
+                        support.setdefault(row_id, set()).add(q)
+            for entry_id, hit_frames in support.items():
+                if len(hit_frames) >= CANDIDATE_FRAMES:
+                    candidates[entry_id] = (bank, radius)
+        if not candidates:
+            return []
+        references = reference_frames(sorted(candidates))
+        base = params or AlignParams()
+        # The chance test's budget is per query, shared by every reference it is run on.
+        base = replace(base, max_false_alarms=min(base.max_false_alarms, 1e-2 / len(candidates)))
+        hits: list[BankHit] = []
+        for entry_id, (bank, radius) in sorted(candidates.items()):
+            if entry_id not in references:
+                continue  # removed since the index saw it
+            ref_times, ref_codes = references[entry_id]
+            distances = hamming_matrix(codes, ref_codes)
+            qi, ri = np.nonzero(distances <= radius)
+            hit_q, hit_r, hit_d = query_times[qi], ref_times[ri], distances[qi, ri]
+            params = replace(base, threshold=radius)
+            duration = float(ref_times.max()) + params.sample_interval_s
+            segments: list[dict[str, float]] = []
+            medians: list[int] = []
+            for seg in align_arrays(
+                hit_q, hit_r, hit_d, query_times, params, ref_duration=duration
+            ):
+                inside = (
+                    (hit_q >= seg.query_start)
+                    & (hit_q <= seg.query_end)
+                    & (hit_r >= seg.ref_start - params.jitter_s)
+                    & (hit_r <= seg.ref_end + params.jitter_s)
+                )
+                medians.append(int(np.median(hit_d[inside])) if inside.any() else radius)
+                segments.append(segment_json(seg))
+            if segments:
+                hits.append(
+                    bank.hit(
+                        entry_id,
+                        min(medians),
+                        media_index,
+                        variant="segment",
+                        segments=tuple(segments),
+                        score=max(x["score"] for x in segments),
+                    )
+                )
         hits.sort(key=lambda h: (h.distance, h.entry_id))
         return hits
 
@@ -424,6 +525,53 @@ class BankMatcher:
             if index is not None and len(index):
                 out.append((bank, index))
         return out
+
+
+def segment_json(seg: Segment) -> dict[str, float]:
+    """A segment as the verdict and the CLI show it (seconds, rounded to milliseconds)."""
+    return {
+        "query_start": round(seg.query_start, 3),
+        "query_end": round(seg.query_end, 3),
+        "reference_start": round(seg.ref_start, 3),
+        "reference_end": round(seg.ref_end, 3),
+        "score": round(seg.score, 3),
+    }
+
+
+def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamming distances between every row of ``a`` and of ``b`` (uint8 codes, same width)."""
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)), np.int32)
+    x = (
+        np.ascontiguousarray(a).view(np.uint64)[:, None, :]
+        ^ np.ascontiguousarray(b).view(np.uint64)[None, :, :]
+    )
+    return np.bitwise_count(x).sum(axis=2, dtype=np.int32)
+
+
+def load_reference_frames(
+    session: Session, entry_ids: Sequence[int]
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """The sampled frames of video entries, in time order: ``id -> (seconds, codes)``."""
+    rows: dict[int, list[tuple[float, str]]] = {}
+    for i in range(0, len(entry_ids), _IN_CHUNK):
+        chunk = list(entry_ids[i : i + _IN_CHUNK])
+        query = select(BankEntryHashRow.entry_id, BankEntryHashRow.name, BankEntryHashRow.value)
+        query = query.where(
+            BankEntryHashRow.entry_id.in_(chunk), BankEntryHashRow.name.startswith(FRAME_PREFIX)
+        )
+        for entry_id, name, value in session.execute(query):
+            # "at_ms:<ms>" or "at_ms:<ms>:<window>": every variant counts as that moment.
+            t = int(name.removeprefix(FRAME_PREFIX).split(":", 1)[0]) / 1000.0
+            rows.setdefault(entry_id, []).append((t, value))
+    out = {}
+    for entry_id, frames in rows.items():
+        frames.sort()
+        out[entry_id] = (
+            np.array([t for t, _ in frames], np.float64),
+            hashes_from_hex([v for _, v in frames]),
+        )
+    return out
 
 
 def _fetch_entries(session: Session, ids: Sequence[int]) -> dict[int, Any]:

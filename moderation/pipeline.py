@@ -13,7 +13,7 @@ from models.image_decode import DecodedImage, ImageLimits, decode_frames, decode
 from models.image_hash import PDQ_MIN_QUALITY, ImageHashes, hash_image
 from models.image_robust import HashVariant, query_variants, reference_variants
 from models.text_normalize import normalize
-from moderation.domain import Item, Verdict
+from moderation.domain import Item, MediaRef, Reason, Verdict
 from moderation.errors import UnsupportedMedia, from_signal_error
 from moderation.media import load_media
 from moderation.policy import BankHit, Signal, decide
@@ -32,11 +32,21 @@ class MediaHashes:
         return self.hashes.pdq_quality >= PDQ_MIN_QUALITY
 
 
+@dataclass(frozen=True)
+class PendingVideo:
+    """A video whose frames are left to the ``video`` queue; its thumbnail is analysed now."""
+
+    media_index: int
+    ref: MediaRef
+    duration_s: float
+
+
 @dataclass
 class Analysis:
     signals: list[Signal] = field(default_factory=list)
     hits: list[BankHit] = field(default_factory=list)
     media: list[MediaHashes] = field(default_factory=list)
+    videos: list[PendingVideo] = field(default_factory=list)
 
 
 def image_limits_from(settings: Settings) -> ImageLimits:
@@ -202,7 +212,14 @@ def image_model_signals(
 
     Each model sees all of an item's images in one batch.
     """
-    signals: list[Signal] = []
+    return [s for _, s in indexed_image_model_signals(models, images)]
+
+
+def indexed_image_model_signals(
+    models: list[LoadedImageModel], images: list[tuple[int, Image.Image]]
+) -> list[tuple[int, Signal]]:
+    """:func:`image_model_signals`, each with the position in ``images`` it is about."""
+    signals: list[tuple[int, Signal]] = []
     if not images:
         return signals
     pixels = [im for _, im in images]
@@ -224,14 +241,10 @@ def image_model_signals(
                     if best:
                         box = max(best, key=lambda d: d.score).box
                         detail += f" at (x, y, w, h)={box}"
-                signals.append(
-                    Signal(
-                        source=f"image_model:{m.name}",
-                        category=category,
-                        score=score,
-                        detail=detail,
-                    )
+                signal = Signal(
+                    source=f"image_model:{m.name}", category=category, score=score, detail=detail
                 )
+                signals.append((n, signal))
     return signals
 
 
@@ -245,11 +258,11 @@ def analyse(rt: Runtime, item: Item) -> Analysis:
     images: list[tuple[int, Image.Image]] = []
     for i, ref in enumerate(item.media):
         name = f"media[{i}]"
+        if ref.kind == "video":
+            out.videos.append(analyse_thumbnail(rt, i, ref, out, images))
+            continue
         if ref.kind != "image":
-            raise UnsupportedMedia(
-                f"{name}: media kind {ref.kind!r} is not supported by this deployment yet",
-                field=name,
-            )
+            raise UnsupportedMedia(f"{name}: media kind {ref.kind!r} is not supported", field=name)
         data = load_media(ref, rt.media_policy, field=name)
         decoded = decode_image_data(data, limits, name)
         if rt.policy.matching.variants:
@@ -278,17 +291,71 @@ def analyse(rt: Runtime, item: Item) -> Analysis:
     return out
 
 
+def analyse_thumbnail(
+    rt: Runtime,
+    media_index: int,
+    ref: MediaRef,
+    out: Analysis,
+    images: list[tuple[int, Image.Image]],
+) -> PendingVideo:
+    """Probe a video and treat its thumbnail like an image; the frames are left for later."""
+    from moderation.video import thumbnail, video_limits_from, video_media_policy
+
+    name = f"media[{media_index}]"
+    data = load_media(ref, video_media_policy(rt.media_policy, rt.settings), field=name)
+    info, frame = thumbnail(data, video_limits_from(rt.settings), name)
+    if frame is not None:
+        pdq, quality = frame.pdq, frame.quality
+        out.media.append(MediaHashes(media_index, hash_image(frame.image, pdq=(pdq, quality))))
+        if quality >= PDQ_MIN_QUALITY:
+            out.hits.extend(
+                rt.banks.match_pdq_many(
+                    [(pdq, 0, f"t={frame.t:.1f}s")],
+                    review_band=rt.policy.matching.review_band,
+                    media_index=media_index,
+                )
+            )
+        images.append((media_index, frame.image))
+    return PendingVideo(media_index, ref, info.duration_s)
+
+
+def pending_reasons(policy_hold: bool, videos: list[PendingVideo]) -> list[Reason]:
+    """The reason a first verdict carries while frames are analysed (``video`` source)."""
+    return [
+        Reason(
+            source="video",
+            category="pending",
+            score=0.0,
+            threshold=0.0,
+            detail=f"media[{v.media_index}]: {v.duration_s:.1f} s of video queued for frame "
+            "analysis" + ("; held for review until it is done" if policy_hold else ""),
+        )
+        for v in videos
+    ]
+
+
 def moderate(rt: Runtime, item: Item, *, started: float | None = None) -> tuple[Verdict, Analysis]:
-    """Compute the verdict for one item (refreshing the bank index first if due)."""
+    """Compute the verdict for one item (refreshing the bank index first if due).
+
+    An item with videos gets its first verdict here, from its text, images and video
+    thumbnails; held for review while the frames are pending if the policy says so.
+    """
     started = time.perf_counter() if started is None else started
     rt.refresh()
     analysis = analyse(rt, item)
     outcome = decide(rt.policy, analysis.signals, analysis.hits)
+    decision = outcome.decision
+    reasons = outcome.reasons
+    if analysis.videos:
+        hold = rt.policy.video.hold_for_review
+        reasons = reasons + pending_reasons(hold, analysis.videos)
+        if hold and decision == "allow":
+            decision = "review"
     verdict = Verdict(
         content_id=item.content_id,
-        decision=outcome.decision,
+        decision=decision,
         categories=outcome.categories,
-        reasons=outcome.reasons,
+        reasons=reasons,
         matches=outcome.matches,
         policy_version=rt.policy.version,
         latency_ms=round((time.perf_counter() - started) * 1000, 3),

@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from moderation.domain import DECISION_RANK, BankAction, Decision, Match, Reason
+from moderation.domain import DECISION_RANK, BankAction, Decision, Match, Reason, Segment
 from moderation.errors import ConfigError
 
 DEFAULT_POLICY_PATH = Path(__file__).parent / "data" / "policy.yaml"
@@ -46,6 +46,17 @@ class MatchingRules(BaseModel):
     # Match queries through border-stripped, rotated, flipped and cropped variants too
     # (models/image_robust.py); off means the plain PDQ hash only.
     variants: bool = True
+
+
+class VideoRules(BaseModel):
+    """How a video item is answered while its frames are analysed on the ``video`` queue."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # True: the first verdict is at least `review` until the frames are done (nothing goes
+    # live unseen). False: the first verdict is what the text and thumbnail decide, and the
+    # item's status says `pending` until the final verdict replaces it.
+    hold_for_review: bool = True
 
 
 ImageModelKind = Literal["opennsfw", "onnx_dir", "transformers_dir", "nudenet"]
@@ -183,6 +194,7 @@ class Policy(BaseModel):
     categories: dict[str, Thresholds] = Field(default_factory=dict)
     default: Thresholds = Thresholds(review=0.6, block=0.95)
     matching: MatchingRules = Field(default_factory=MatchingRules)
+    video: VideoRules = Field(default_factory=VideoRules)
     image_models: list[ImageModelSpec] = Field(default_factory=list)
     text_models: list[TextModelSpec] = Field(default_factory=list)
 
@@ -230,6 +242,9 @@ class BankHit:
     # The review band for this hit's signal when it differs from the policy's (bits of a
     # 256-bit PDQ hash): a 64-bit SimHash hit carries the band scaled to its width.
     review_band: int | None = None
+    # A video match: its time-aligned segments (domain.Segment fields) and their best score.
+    segments: tuple[dict[str, float], ...] | None = None
+    score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -313,6 +328,10 @@ def decide(policy: Policy, signals: list[Signal], hits: list[BankHit]) -> Outcom
                 distance=h.distance,
                 action=effective,
                 owner=h.owner,
+                score=h.score,
+                segments=[Segment.model_validate(x) for x in h.segments]
+                if h.segments is not None
+                else None,
             )
         )
         if effective in ("block", "review"):
@@ -325,9 +344,21 @@ def decide(policy: Policy, signals: list[Signal], hits: list[BankHit]) -> Outcom
                     score=float(h.distance),
                     threshold=float(limit),
                     detail=f"entry {h.entry_id} at distance {h.distance} (bank action {action}"
-                    + (f", via the {h.variant} variant" if h.variant != "plain" else "")
+                    + (_segment_detail(h.segments[0]) if h.segments else "")
+                    + (
+                        f", via the {h.variant} variant"
+                        if h.variant not in ("plain", "segment")
+                        else ""
+                    )
                     + (", inside the review band" if in_band else "")
                     + ")",
                 )
             )
     return Outcome(decision=decision, categories=categories, reasons=reasons, matches=matches)
+
+
+def _segment_detail(seg: dict[str, float]) -> str:
+    return (
+        f", {seg['query_start']:.1f}-{seg['query_end']:.1f} s of the upload matching "
+        f"{seg['reference_start']:.1f}-{seg['reference_end']:.1f} s of the reference"
+    )

@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from celery import Celery
 
 MODERATE_TASK = "moderation.moderate"
+VIDEO_TASK = "moderation.moderate_video"
+WEBHOOK_TASK = "moderation.maintenance.deliver_webhook"
 QUEUES = ("moderate", "video", "anchor", "maintenance")
 ROUTES = {
     "moderation.moderate": {"queue": "moderate"},
@@ -47,7 +49,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {
             # An unacknowledged task of a dead worker comes back after this long;
             # it must exceed the hard time limit or live tasks would run twice.
-            "visibility_timeout": int(settings.task_time_limit_s * 2 + 30),
+            "visibility_timeout": visibility_timeout(settings),
             "socket_keepalive": True,
         },
         "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
@@ -55,6 +57,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_time_limit_s,
     }
+
+
+def visibility_timeout(settings: Settings) -> int:
+    """Seconds before an unacknowledged task (its worker died) is handed out again."""
+    if settings.broker_visibility_timeout_s is not None:
+        return max(1, int(settings.broker_visibility_timeout_s))
+    return int(max(settings.task_time_limit_s, settings.video_task_time_limit_s) * 2 + 30)
 
 
 _client: Celery | None = None
@@ -92,3 +101,13 @@ def moderate_via_queue(payload: dict[str, Any], *, timeout: float) -> dict[str, 
     if not isinstance(value, dict):
         raise Unavailable("the worker returned an unexpected result")
     return value
+
+
+def send_video_job(content_id: str) -> None:
+    """Queue the frame analysis of an item's videos (``video`` queue)."""
+    client().send_task(VIDEO_TASK, args=[{"content_id": content_id}])
+
+
+def send_webhook(delivery_id: int) -> None:
+    """Queue one webhook delivery (``maintenance`` queue; retried with backoff)."""
+    client().send_task(WEBHOOK_TASK, args=[delivery_id])

@@ -127,7 +127,9 @@ def load_image_models(policy: Policy, settings: Settings) -> list[LoadedImageMod
     return [load_image_model(spec, settings) for spec in policy.enabled_image_models]
 
 
-def builtin_text_classifier(spec: TextModelSpec, threads: int) -> TextClassifier:
+def builtin_text_classifier(
+    spec: TextModelSpec, threads: int, cache_dir: Path | None = None
+) -> TextClassifier:
     """The service's own text model (kind ``builtin``): the one place it is constructed."""
     try:
         from models.text_builtin import BuiltinTextClassifier
@@ -136,7 +138,7 @@ def builtin_text_classifier(spec: TextModelSpec, threads: int) -> TextClassifier
             f"the builtin text model cannot be imported ({exc}); disable it in the policy "
             "or configure a transformers_dir model"
         ) from exc
-    kwargs: dict[str, Any] = {"name": spec.name, "threads": threads}
+    kwargs: dict[str, Any] = {"name": spec.name, "threads": threads, "cache_dir": cache_dir}
     if spec.path is not None:
         kwargs["directory"] = spec.path
     clf: TextClassifier = BuiltinTextClassifier(**kwargs)
@@ -150,7 +152,7 @@ def load_text_model(spec: TextModelSpec, settings: Settings) -> LoadedTextModel:
     clf: TextClassifier
     try:
         if spec.kind == "builtin":
-            clf = builtin_text_classifier(spec, threads)
+            clf = builtin_text_classifier(spec, threads, settings.model_cache_dir)
         else:
             from models.text_hf import TransformersTextDirectoryClassifier
 

@@ -16,10 +16,12 @@ from sqlalchemy.orm import Session
 from moderation.domain import Item, Verdict
 from moderation.errors import InputTooLarge, InvalidInput, ModerationError
 from moderation.pipeline import Analysis, moderate
+from moderation.queue import send_video_job
 from moderation.runtime import Runtime
 from moderation.settings import Limits
-from moderation.storage.tables import ItemHashRow, ItemRow, VerdictRow
+from moderation.storage.tables import ItemHashRow, ItemRow, VerdictRow, VideoJobRow
 from moderation.text_matching import TEXT_MEDIA_INDEX, item_simhash
+from moderation.video_jobs import create_job
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +130,8 @@ def _store(s: Session, item: Item, verdict: Verdict, analysis: Analysis) -> None
         row = ItemRow(content_id=item.content_id, attempts=0)
         s.add(row)
     row.uploader_id = item.uploader_id
-    row.status = "done"
+    # An item with videos is pending until the video queue stores its final verdict.
+    row.status = "pending" if analysis.videos else "done"
     row.text = item.text
     row.media_count = len(item.media)
     row.context = item.context
@@ -161,6 +164,8 @@ def _store(s: Session, item: Item, verdict: Verdict, analysis: Analysis) -> None
                     quality=quality,
                 )
             )
+    if analysis.videos:
+        create_job(s, item.content_id, analysis)
     # The text's SimHash (cached from matching), so a reviewer's decision can bank it.
     text_hash = item_simhash(item.text) if item.text else None
     if text_hash is not None:
@@ -180,12 +185,20 @@ def moderate_and_store(rt: Runtime, item: Item) -> Verdict:
     started = time.perf_counter()
     with rt.session() as s:
         stored = _stored_verdict(s, item.content_id)
+        job = s.get(VideoJobRow, item.content_id) if stored is not None else None
+        requeue = job is not None and job.status == "queued"
     if stored is not None:
+        if requeue:
+            # Stored, but perhaps never queued (a crash between commit and send): the video
+            # job is idempotent, so sending it again is safe.
+            send_video_job(item.content_id)
         return stored
     verdict, analysis = moderate(rt, item, started=started)
     try:
         with rt.session() as s:
             _store(s, item, verdict, analysis)
+        if analysis.videos:
+            send_video_job(item.content_id)
     except IntegrityError:
         # Another worker stored this content_id first (redelivery race): theirs wins.
         with rt.session() as s:

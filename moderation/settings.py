@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,6 +28,12 @@ class Limits(BaseSettings):
     max_image_frames: int = 16
     max_payload_bytes: int = 40 * 1024 * 1024
     max_id_chars: int = 256
+    # Videos: bytes (instead of max_media_bytes), duration, side, and the wall-clock budget
+    # for sampling one (models.video_decode.VideoLimits has the rest).
+    max_video_bytes: int = 200 * 1024 * 1024
+    max_video_seconds: float = 600.0
+    max_video_side: int = 4096
+    video_decode_budget_s: float = 60.0
     max_context_bytes: int = 16 * 1024
     fetch_timeout_s: float = 5.0
 
@@ -69,6 +75,20 @@ class Settings(BaseSettings):
     task_soft_time_limit_s: float = 20.0
     task_time_limit_s: float = 30.0
     api_result_timeout_s: float = 15.0
+    # The video queue's task: sampling (limits.video_decode_budget_s), classifying and
+    # matching every video of one item.
+    video_task_soft_time_limit_s: float = 270.0
+    video_task_time_limit_s: float = 300.0
+    # How long a task taken by a worker that died stays invisible before another worker
+    # gets it. Unset: twice the longest hard time limit plus 30 s, so a live task is never
+    # run twice. Lower only where tasks are short (tests).
+    broker_visibility_timeout_s: float | None = None
+    # Final verdicts of video items (and later events) are POSTed here, signed with
+    # HMAC-SHA256 of the secret; retried with exponential backoff up to this many attempts.
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_timeout_s: float = 5.0
+    webhook_max_attempts: int = Field(default=8, ge=1, le=30)
     index_refresh_interval_s: float = 0.2
     # Snapshots of the bank indexes, so a restarting worker reads arrays instead of every
     # bank entry (a cache, keyed by database). Default: next to the default SQLite database;
@@ -83,6 +103,9 @@ class Settings(BaseSettings):
     image_model_threads: int = Field(default=1, ge=1, le=64)
     # Images per inference call; an item's images are classified together, in chunks of this.
     image_model_max_batch: int = Field(default=8, ge=1, le=256)
+    # Where models built at first use are kept (the builtin text model's ONNX encoder):
+    # shared by the workers of one machine, rebuilt only when the weights change.
+    model_cache_dir: Path = Field(default_factory=lambda data: data["var_dir"] / "models")
 
     log_level: str = "INFO"
 
@@ -90,6 +113,12 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_disables(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _webhook_needs_a_secret(self) -> Settings:
+        if self.webhook_url and self.webhook_secret is None:
+            raise ValueError("webhook_url is set but webhook_secret is not: events are signed")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,8 +98,61 @@ def queue_env(redis_url: str) -> Iterator[str]:
     reset_client()
 
 
+class WebhookReceiver:
+    """A real HTTP server on loopback that records the webhook requests it gets."""
+
+    secret = "test-webhook-secret"
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.fail_next = 0  # answer this many requests with 503 first
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if receiver.fail_next > 0:
+                    receiver.fail_next -= 1
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                receiver.requests.append((dict(self.headers.items()), body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def events_for(self, content_id: str) -> list[tuple[dict[str, str], bytes]]:
+        import json
+
+        return [(h, b) for h, b in self.requests if json.loads(b)["content_id"] == content_id]
+
+
 @pytest.fixture(scope="session")
-def worker(queue_env: str, var_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    """Where the worker sends its webhook events (set before the worker starts)."""
+    from moderation.settings import get_settings
+
+    receiver = WebhookReceiver()
+    os.environ["MODERATION_WEBHOOK_URL"] = receiver.url
+    os.environ["MODERATION_WEBHOOK_SECRET"] = receiver.secret
+    get_settings.cache_clear()
+    yield receiver
+    receiver.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def worker(
+    queue_env: str, var_dir: Path, webhook_receiver: WebhookReceiver
+) -> Iterator[subprocess.Popen[bytes]]:
     """One real Celery worker process (prefork, 2 children) on the test Redis and database."""
     from moderation.embedded import stop_process, wait_for_worker
 
@@ -117,6 +171,26 @@ def worker(queue_env: str, var_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
     yield proc
     stop_process(proc)
     log.close()
+
+
+@pytest.fixture(scope="module")
+def sender(worker, queue_env):  # type: ignore[no-untyped-def]
+    """A plain Celery client that knows nothing of our code: it sends the task by name."""
+    from celery import Celery
+
+    app = Celery("outside-caller", broker=queue_env, backend=queue_env)
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+    )
+
+    def send(item: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+        result = app.send_task("moderation.moderate", args=[item], queue="moderate")
+        return result.get(timeout=timeout, interval=0.01)
+
+    return send
 
 
 @pytest.fixture()

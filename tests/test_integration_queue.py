@@ -14,26 +14,6 @@ from tests.images import jpeg, near_copy, patch_png_size, photo, png
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def sender(worker, queue_env):  # type: ignore[no-untyped-def]
-    """A plain Celery client that knows nothing of our code: it sends the task by name."""
-    from celery import Celery
-
-    app = Celery("outside-caller", broker=queue_env, backend=queue_env)
-    app.conf.update(
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        result_accept_content=["json"],
-    )
-
-    def send(item: dict[str, Any], timeout: float = 20.0) -> dict[str, Any]:
-        result = app.send_task("moderation.moderate", args=[item], queue="moderate")
-        return result.get(timeout=timeout, interval=0.01)
-
-    return send
-
-
 def _item(**kw: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "content_id": f"it-{uuid.uuid4().hex}",

@@ -409,7 +409,7 @@ def test_packaged_policy_enables_the_builtin_text_model() -> None:
         (
             "builtin",
             "builtin",
-            False,  # listed, switched on once its trained artefacts are committed
+            True,
             "any",
             {"offensive": "offensive", "hate": "hate", "sexism": "sexism"},
         )

@@ -662,22 +662,16 @@ def test_eval_by_functionality_on_the_suite(tiny_policy: Path) -> None:
     assert sum(expected.values()) >= 3
 
 
-def _builtin_available() -> bool:
-    try:
-        from models.text_builtin import BuiltinTextClassifier  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-BUILTIN = _builtin_available()
-
-
-@pytest.mark.skipif(not BUILTIN, reason="models/text_builtin.py has not landed yet")
 def test_default_policy_on_the_functional_suite() -> None:
-    # TODO(lead): measure the builtin model on this suite and set the floors below from it.
+    # Floors a little under what the committed model measures (accuracy 0.722, ROC AUC 0.806,
+    # models/cards/text.md): a retrained model that over-blocks more fails here.
     result = run_cli("eval", "text", "--in", str(FUNCTIONAL), "--by", "functionality", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["models"] == ["builtin"]
-    assert report["accuracy"] >= 0.5
+    assert report["accuracy"] >= 0.70
+    assert report["roc_auc"] >= 0.78
+    groups = report["by"]["groups"]
+    # Benign text and identity terms used neutrally are (nearly) never flagged.
+    assert groups["benign"]["flagged"] <= 1
+    assert groups["identity_neutral"]["flagged"] <= 2

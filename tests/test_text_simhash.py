@@ -28,8 +28,9 @@ from models.text_simhash import (
 from moderation import banks
 from moderation.banks import DEFAULT_THRESHOLD
 from moderation.text_matching import TEXT_MEDIA_INDEX, text_bank_hits, text_review_band
+from tests.shared_data import DATA_DIR
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "text"
+DATA = DATA_DIR / "text"
 
 # --- a slow, independent transcription of the algorithm in models/text_simhash.py ---------
 
@@ -235,7 +236,7 @@ def test_unrelated_real_texts_are_never_within_the_threshold(path: str, column: 
     review band; the distances centre near 32 (half the bits)."""
     source = DATA / path
     if not source.exists():
-        pytest.skip(f"{source} is not here (../shared/data is a development data set)")
+        pytest.skip(f"{source} is not here (set MODERATION_TEST_DATA_DIR)")
     contents = list(dict.fromkeys(simhash_content(t) for t in _read(source, column)))
     contents = [c for c in contents if len(c) >= MIN_CONTENT_CHARS]
     sample = random.Random(3).sample(contents, 2000)

@@ -7,9 +7,11 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from moderation import video_jobs, webhooks
 from moderation.errors import ModerationError, TaskTimeout
 from moderation.runtime import get_runtime
 from moderation.service import error_result, moderate_payload, record_failure
+from moderation.settings import get_settings
 from workers.app import app
 
 log = logging.getLogger(__name__)
@@ -34,3 +36,49 @@ def moderate(self, item: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         log.exception("item failed after %d retries", MAX_RETRIES)
         err = ModerationError(f"internal error after {MAX_RETRIES} retries: {type(exc).__name__}")
         return error_result(record_failure(rt, item, err), err)
+
+
+_settings = get_settings()
+
+
+@app.task(
+    name="moderation.moderate_video",
+    bind=True,
+    acks_late=True,
+    max_retries=MAX_RETRIES,
+    soft_time_limit=_settings.video_task_soft_time_limit_s,
+    time_limit=_settings.video_task_time_limit_s,
+)
+def moderate_video(self, job: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """Analyse the frames of an item's videos and store its final verdict."""
+    rt = get_runtime()
+    content_id = str(job.get("content_id", "")) if isinstance(job, dict) else ""
+    try:
+        return video_jobs.run_job(rt, content_id)
+    except SoftTimeLimitExceeded:
+        err = TaskTimeout("video analysis took longer than the video task's soft time limit")
+        return video_jobs.fail_job(rt, content_id, err)
+    except ModerationError as exc:
+        return error_result(content_id, exc)
+    except Exception as exc:
+        if self.request.retries < MAX_RETRIES:
+            raise self.retry(exc=exc, countdown=0.5 * 2**self.request.retries) from exc
+        log.exception("video job %s failed after %d retries", content_id, MAX_RETRIES)
+        err = ModerationError(f"internal error after {MAX_RETRIES} retries: {type(exc).__name__}")
+        return video_jobs.fail_job(rt, content_id, err)
+
+
+@app.task(
+    name="moderation.maintenance.deliver_webhook",
+    bind=True,
+    acks_late=True,
+    max_retries=_settings.webhook_max_attempts - 1,
+)
+def deliver_webhook(self, delivery_id: int) -> str:  # type: ignore[no-untyped-def]
+    """POST one signed event; retried with exponential backoff (1 s, 2 s, 4 s ... 5 min)."""
+    rt = get_runtime()
+    final = self.request.retries >= self.max_retries
+    try:
+        return webhooks.deliver(rt, int(delivery_id), final_attempt=final)
+    except webhooks.DeliveryFailed as exc:
+        raise self.retry(exc=exc, countdown=min(300.0, 2.0**self.request.retries)) from exc

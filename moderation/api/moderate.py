@@ -20,6 +20,7 @@ from moderation.keys import Principal
 from moderation.queue import moderate_via_queue
 from moderation.settings import Settings
 from moderation.storage.tables import ItemRow, VerdictRow
+from moderation.video_jobs import job_status
 
 router = APIRouter(prefix="/v1", tags=["moderation"])
 
@@ -64,7 +65,8 @@ def get_item(
     session: Session = Depends(get_session),
     _: Principal = Depends(require("service", "reviewer", "admin")),
 ) -> dict[str, Any]:
-    """An item's status and, once decided, its verdict."""
+    """An item's status (``pending`` while its videos are analysed, with their progress under
+    ``video``) and its verdict: the first one, then the final one."""
     item = session.get(ItemRow, content_id)
     if item is None:
         raise NotFound(f"no item {content_id!r}", field="content_id")
@@ -78,6 +80,7 @@ def get_item(
         if item.status == "failed"
         else None,
         "received_at": item.received_at.isoformat(),
+        "video": job_status(session, content_id),
         "verdict": None
         if verdict is None
         else {

@@ -10,6 +10,7 @@ from moderation.cli.banks import bank, match
 from moderation.cli.ops import bench, db_group, demo, keys
 from moderation.cli.run import moderate, serve, worker
 from moderation.cli.text import classify, eval_group
+from moderation.cli.train import train
 from moderation.errors import ModerationError
 
 
@@ -23,6 +24,7 @@ for command in (serve, worker, moderate, bank, match, keys, db_group, demo, benc
     cli.add_command(command)
 cli.add_command(classify)
 cli.add_command(eval_group)
+cli.add_command(train)
 
 
 def main() -> None:

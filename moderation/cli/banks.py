@@ -13,6 +13,7 @@ from moderation.cli.common import emit, json_option, session, settings
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from moderation.matching import BankMatcher
     from moderation.policy import BankHit
     from moderation.storage.tables import BankRow
 
@@ -118,6 +119,8 @@ def bank_add(
             raise click.UsageError(
                 f"bank {name} is a {row.kind} bank: --text and --lines are for text banks"
             )
+        elif row.kind == "video":
+            failed, count = _add_videos(s, row, paths, note, as_json), len(paths)
         else:
             failed, count = _add_images(s, row, paths, note, as_json), len(paths)
         audit.record(s, "cli", "bank.entry.add", "bank", name, count=count)
@@ -146,6 +149,39 @@ def _add_images(
             s.commit()
             emit({"path": str(path), "entry_id": entry_id}, as_json, f"{path}: entry {entry_id}")
         except (ModerationError, click.ClickException) as exc:
+            failed = True
+            msg = exc.message if isinstance(exc, ModerationError) else exc.format_message()
+            emit({"path": str(path), "error": msg}, as_json, f"{path}: error: {msg}")
+    return failed
+
+
+def _add_videos(
+    s: Session, row: BankRow, paths: tuple[Path, ...], note: str, as_json: bool
+) -> bool:
+    """Fingerprint video files into a video bank, one commit each; True if any failed."""
+    from moderation.errors import InputTooLarge, ModerationError
+    from moderation.video import add_video_entry, fingerprint_reference, video_limits_from
+
+    limits = video_limits_from(settings())
+    failed = False
+    for path in paths:
+        try:
+            try:
+                size = path.stat().st_size
+            except OSError as exc:
+                raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+            if size > limits.max_bytes:
+                raise InputTooLarge(f"{path} is {size} bytes, over the limit of {limits.max_bytes}")
+            info, frames = fingerprint_reference(path.read_bytes(), limits, str(path))
+            entry_id = add_video_entry(s, row, frames, note, str(path))
+            s.commit()
+            emit(
+                {"path": str(path), "entry_id": entry_id, "frames": len(frames)},
+                as_json,
+                f"{path}: entry {entry_id} ({len(frames)} frames, {info.duration_s:.1f} s)",
+            )
+        except (ModerationError, click.ClickException) as exc:
+            s.rollback()
             failed = True
             msg = exc.message if isinstance(exc, ModerationError) else exc.format_message()
             emit({"path": str(path), "error": msg}, as_json, f"{path}: error: {msg}")
@@ -362,8 +398,9 @@ def bank_import(
 def match(
     paths: tuple[Path, ...], texts: tuple[str, ...], bank_name: str | None, as_json: bool
 ) -> None:
-    """Match image files (with the policy's robust variants) against image banks, and
-    --text texts against text banks; one line per file or text."""
+    """Match image files (with the policy's robust variants) and video files (frames in
+    time against video banks, each frame against image banks) and --text texts against
+    text banks; one line per file or text."""
     from models.image_robust import query_variants
     from moderation import banks
     from moderation.errors import ModerationError
@@ -382,6 +419,9 @@ def match(
         matcher.load(s, snapshot_dir=conf.index_snapshot_dir)
     only = {bank_name} if bank_name else None
     for path in paths:
+        if _is_video(path):
+            _match_video(path, matcher, only, as_json)
+            continue
         try:
             image = _read_image(path).image
         except (ModerationError, click.ClickException) as exc:
@@ -400,6 +440,75 @@ def match(
             label["note"] = "too short for a SimHash: keyword lists only"
         hits = [] if value is None else matcher.match_simhash(value, bank_names=only)
         _emit_hits(label, hits, as_json)
+
+
+def _is_video(path: Path) -> bool:
+    from models.video_decode import looks_like_video
+
+    try:
+        with path.open("rb") as f:
+            return looks_like_video(f.read(512))
+    except OSError:
+        return False  # reported by the image path
+
+
+def _match_video(path: Path, matcher: BankMatcher, only: set[str] | None, as_json: bool) -> None:
+    """One line for a video: time-aligned video bank matches, with their segments, and the
+    image bank entries single frames matched (with the frame's time)."""
+    from moderation.errors import InputTooLarge, ModerationError
+    from moderation.matching import load_reference_frames
+    from moderation.video import fingerprint_video, match_frames, video_limits_from
+
+    limits = video_limits_from(settings())
+    try:
+        size = path.stat().st_size
+        if size > limits.max_bytes:
+            raise InputTooLarge(f"{path} is {size} bytes, over the limit of {limits.max_bytes}")
+        _, frames = fingerprint_video(path.read_bytes(), limits, str(path))
+        with session() as s:
+            hits = match_frames(
+                matcher, frames, lambda ids: load_reference_frames(s, ids), media_index=0
+            )
+    except (ModerationError, OSError) as exc:
+        msg = exc.message if isinstance(exc, ModerationError) else str(exc)
+        emit({"path": str(path), "error": msg}, as_json, f"{path}: error: {msg}")
+        return
+    if only is not None:
+        hits = [h for h in hits if h.bank in only]
+    found: list[dict[str, object]] = []
+    for h in hits:
+        if h.segments:
+            found.append(
+                {
+                    "bank": h.bank,
+                    "entry_id": h.entry_id,
+                    "score": h.score,
+                    "segments": list(h.segments),
+                }
+            )
+        else:
+            at = h.variant.removeprefix("t=").removesuffix("s")
+            found.append(
+                {"bank": h.bank, "entry_id": h.entry_id, "distance": h.distance, "at": float(at)}
+            )
+    lines = [
+        f"  {m['bank']} entry {m['entry_id']}: "
+        + (
+            ", ".join(
+                f"{x['query_start']:.1f}-{x['query_end']:.1f} s = reference "
+                f"{x['reference_start']:.1f}-{x['reference_end']:.1f} s (score {x['score']:.2f})"
+                for x in m["segments"]  # type: ignore[attr-defined]
+            )
+            if "segments" in m
+            else f"frame at {m['at']:.1f} s, distance {m['distance']}"
+        )
+        for m in found
+    ]
+    emit(
+        {"path": str(path), "matches": found},
+        as_json,
+        f"{path}: " + ("\n".join(["", *lines]) if lines else "no match"),
+    )
 
 
 def _emit_hits(label: dict[str, object], hits: list[BankHit], as_json: bool) -> None:

@@ -188,3 +188,61 @@ def bench_simhash(data: Path, seed: int, index_size: int) -> None:
     from moderation.bench_text import run
 
     run(data, seed, index_size)
+
+
+@bench.command("video")
+@click.option("--seconds", default=60.0, show_default=True, help="Length of the 720p video.")
+@click.option("--reps", default=3, show_default=True, help="Timed runs of the throughput video.")
+@click.option(
+    "--gop",
+    default=250,
+    show_default=True,
+    help="Keyframe interval of the throughput video (x264's default 250; phones use ~30).",
+)
+@click.option("--references", default=12, show_default=True, help="Reference videos banked.")
+@click.option("--reference-seconds", default=60.0, show_default=True)
+@click.option("--distractors", default=12, show_default=True, help="Unrelated videos queried.")
+@click.option("--seed", default=0, show_default=True, help="Thresholds were set on seed 1.")
+@click.option("--skip-throughput", is_flag=True, help="Only the matching part.")
+@click.option("--skip-matching", is_flag=True, help="Only the throughput part.")
+@json_option
+def bench_video(
+    seconds: float,
+    reps: int,
+    gop: int,
+    references: int,
+    reference_seconds: float,
+    distractors: int,
+    seed: int,
+    skip_throughput: bool,
+    skip_matching: bool,
+    as_json: bool,
+) -> None:
+    """Video: seconds per 720p video minute (sampled, classified, hashed, matched), and clip
+    matching recall, boundary error and false matches over re-upload transforms."""
+    from moderation.bench_video import format_table, run_matching, run_throughput
+
+    if (
+        seconds <= 0
+        or reps < 1
+        or gop < 1
+        or references < 1
+        or reference_seconds < 25
+        or distractors < 0
+    ):
+        raise click.BadParameter(
+            "--seconds > 0, --reps >= 1, --gop >= 1, --references >= 1, --reference-seconds >= 25 "
+            "(clips are up to 20 s, at up to 1.1x speed) and --distractors >= 0"
+        )
+    report: dict[str, object] = {}
+    if not skip_throughput:
+        report["throughput"] = run_throughput(seconds=seconds, reps=reps, seed=seed, gop=gop)
+    if not skip_matching:
+        report["matching"] = run_matching(
+            references=references,
+            reference_seconds=reference_seconds,
+            distractors=distractors,
+            seed=seed,
+            progress=None if as_json else click.echo,
+        )
+    emit(report, as_json, format_table(report))

@@ -81,6 +81,50 @@ class ItemHashRow(Base):
     signal_type: Mapped[str] = mapped_column(String(16))
     value: Mapped[str] = mapped_column(String(128))
     quality: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # A video frame's time in milliseconds (signal "pdq" of a sampled frame); else null.
+    at_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class VideoJobRow(Base):
+    """The frame analysis of an item's videos, run on the ``video`` queue after its first
+    verdict; the final verdict replaces the first when it is done."""
+
+    __tablename__ = "video_jobs"
+
+    content_id: Mapped[str] = mapped_column(
+        String(256), ForeignKey("items.content_id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(String(16))  # queued | running | done | failed
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    # The first pass's signals and bank hits, merged with the frames' into the final verdict.
+    base: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Per video: media index, duration, frames sampled, seconds taken.
+    media: Mapped[list[Any]] = mapped_column(default=list)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WebhookDeliveryRow(Base):
+    """One event sent (or being retried) to the configured webhook."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event: Mapped[str] = mapped_column(String(64))
+    content_id: Mapped[str] = mapped_column(String(256), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class BankRow(Base):

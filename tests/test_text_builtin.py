@@ -1,0 +1,345 @@
+"""The built-in text classifier (models/text_builtin.py) and its training (train_text)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.model_loading import ModelIntegrityError
+from models.text_builtin import (
+    DEFAULT_WEIGHTS_DIR,
+    ENCODER_SHA256,
+    LABELS,
+    BuiltinTextClassifier,
+    TextTooLong,
+    char_ngrams,
+    encoder_dir,
+    route,
+    windows,
+)
+from models.text_normalize import normalize
+from tests.shared_data import DATA_DIR
+
+DATA = DATA_DIR
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("text-model-cache")
+
+
+@pytest.fixture(scope="module")
+def clf(cache: Path) -> BuiltinTextClassifier:
+    return BuiltinTextClassifier(cache_dir=cache)
+
+
+def scores(clf: BuiltinTextClassifier, texts: list[str]) -> list[dict[str, float]]:
+    # As the service calls it: on normalised text.
+    return clf.classify_batch([normalize(t) for t in texts])
+
+
+def score(clf: BuiltinTextClassifier, text: str, label: str = "any") -> float:
+    return scores(clf, [text])[0][label]
+
+
+# --- ordering on real sentences -------------------------------------------------------------
+
+
+# Examples checked against the committed model: clear cases, and the functional cases it gets
+# right. What it gets wrong is pinned below as a known limitation (see models/cards/text.md).
+HARMFUL_EN = [
+    "I hate all muslims, they are vermin",
+    "you are a worthless piece of shit",
+    "kill all jews",
+    "immigrants are a plague on this country",
+]
+BENIGN_EN = [
+    "The meeting is moved to 3pm tomorrow, see you there",
+    "Thanks for the help yesterday, the soup recipe was great",
+    "My jewish neighbours invited us for dinner",
+    "Our team won the match on Saturday",
+]
+HARMFUL_ZH = ["你这个傻逼，滚回你的老家去", "黑人都是垃圾，滚出中国", "田园女权就是想要特权"]
+BENIGN_ZH = [
+    "今天天气很好，我们一起去公园散步吧",
+    "谢谢你昨天的帮助，汤很好喝",
+    "这家餐厅的菜很好吃",
+    "女性科学家在这个领域做出了巨大贡献",
+]
+
+
+def test_harmful_scores_above_benign_in_english_and_chinese(clf: BuiltinTextClassifier) -> None:
+    for harmful, benign in ((HARMFUL_EN, BENIGN_EN), (HARMFUL_ZH, BENIGN_ZH)):
+        bad = [s["any"] for s in scores(clf, harmful)]
+        good = [s["any"] for s in scores(clf, benign)]
+        assert min(bad) >= 0.5 > max(good), (bad, good)
+
+
+@pytest.mark.parametrize(
+    ("hateful", "answers"),
+    [
+        (
+            "I hate all muslims, they are vermin",
+            [
+                "I don't hate muslims",
+                "Muslims are not vermin.",
+                "We stand with our muslim neighbours against hate",
+            ],
+        ),
+        ("黑人都是垃圾，滚出中国", ["我们应该尊重每一个民族"]),
+    ],
+)
+def test_negation_and_counter_speech_score_below_the_hate_they_answer(
+    clf: BuiltinTextClassifier, hateful: str, answers: list[str]
+) -> None:
+    high = score(clf, hateful, "hate")
+    assert high >= 0.5
+    for answer in answers:
+        assert score(clf, answer, "hate") < high - 0.3, answer
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limitation: counter-speech that repeats the hateful words scores as hate "
+    "(no such examples in the training data); see models/cards/text.md",
+)
+@pytest.mark.parametrize(
+    ("hateful", "answer"),
+    [
+        ("I hate all muslims, they are vermin", "Calling muslims vermin is disgusting and wrong"),
+        ("黑人都是垃圾，滚出中国", "黑人不是垃圾，他们和我们一样"),
+    ],
+)
+def test_known_limitation_counter_speech_quoting_the_hate(
+    clf: BuiltinTextClassifier, hateful: str, answer: str
+) -> None:
+    assert score(clf, answer, "hate") < score(clf, hateful, "hate") - 0.3
+
+
+def test_categories_point_the_right_way(clf: BuiltinTextClassifier) -> None:
+    insult, hate, sexist_en, sexist_zh, benign_zh = scores(
+        clf,
+        [
+            "you are a worthless piece of shit",
+            "immigrants are a plague on this country",
+            "women belong in the kitchen",
+            "田园女权就是想要特权",
+            "我妈妈是一名医生",
+        ],
+    )
+    assert insult["offensive"] >= 0.5 > insult["hate"]  # an insult, not hate
+    assert hate["hate"] >= 0.5
+    assert sexist_en["sexism"] >= 0.5 and sexist_zh["sexism"] >= 0.5
+    assert benign_zh["sexism"] < 0.5
+    for s in (insult, hate, sexist_en, sexist_zh, benign_zh):
+        assert s["any"] == max(s.values())
+
+
+# --- contract ------------------------------------------------------------------------------
+
+
+def test_labels_and_overall_label(clf: BuiltinTextClassifier) -> None:
+    assert clf.labels == LABELS == ("offensive", "hate", "sexism", "any")
+    assert clf.overall_label == "any"
+    out = scores(clf, ["hello"])[0]
+    assert set(out) == set(LABELS)
+    assert all(0.0 <= v <= 1.0 for v in out.values())
+
+
+def test_empty_and_whitespace_texts_score_zero(clf: BuiltinTextClassifier) -> None:
+    out = clf.classify_batch(["", "   ", "\n\t", "hello"])
+    for s in out[:3]:
+        assert s == dict.fromkeys(LABELS, 0.0)
+    assert out[3]["any"] < 0.5
+    # Texts with no letters still score (MiniLM sees [UNK] and punctuation) without error.
+    assert set(clf.classify_batch(["🙂🙂 !!! 123"])[0]) == set(LABELS)
+
+
+def test_batch_equals_singles(clf: BuiltinTextClassifier) -> None:
+    texts = [normalize(t) for t in HARMFUL_EN + BENIGN_ZH + BENIGN_EN + HARMFUL_ZH]
+    texts += ["word " * 300, "你好 hello 世界 this is mixed 文本", ""]
+    batch = clf.classify_batch(texts)
+    singles = [clf.classify(t) for t in texts]
+    for b, s in zip(batch, singles, strict=True):
+        for label in LABELS:
+            assert b[label] == pytest.approx(s[label], abs=1e-6)
+
+
+# --- long texts ----------------------------------------------------------------------------
+
+BENIGN_SENTENCES = [
+    "The committee met on Tuesday to review the budget for the new library.",
+    "Volunteers planted forty trees along the river path last spring.",
+    "The recipe calls for two cups of flour, one egg and a pinch of salt.",
+    "Our train left the station a few minutes late because of the rain.",
+    "She practised the piano every evening before dinner.",
+]
+
+
+def _benign_text(chars: int) -> str:
+    out: list[str] = []
+    i = 0
+    while sum(len(s) + 1 for s in out) < chars:
+        out.append(BENIGN_SENTENCES[i % len(BENIGN_SENTENCES)])
+        i += 1
+    return " ".join(out)
+
+
+def test_one_hateful_sentence_at_the_end_of_a_long_text_is_found(
+    clf: BuiltinTextClassifier,
+) -> None:
+    benign = _benign_text(5000)
+    assert len(benign) >= 5000
+    hateful = benign + " I hate all muslims, they are vermin."
+    low, high = scores(clf, [benign, hateful])
+    assert low["any"] < 0.5
+    assert high["any"] >= 0.5
+
+
+def test_long_chinese_text_is_windowed_too(clf: BuiltinTextClassifier) -> None:
+    benign = "今天天气很好，我们一起去公园散步，然后在湖边吃了午饭。" * 80
+    low, high = scores(clf, [benign, benign + "你这个傻逼，滚回你的老家去"])
+    assert low["any"] < 0.5 <= high["any"]
+
+
+def test_too_many_windows_is_refused_not_truncated(cache: Path) -> None:
+    small = BuiltinTextClassifier(cache_dir=cache, max_windows=3)
+    small.classify_batch([_benign_text(1000)])  # ~210 tokens: 2 windows
+    with pytest.raises(TextTooLong):
+        small.classify_batch([_benign_text(3000)])
+    with pytest.raises(TextTooLong):
+        small.classify_batch(["今天天气很好" * 100])
+
+
+def test_windows_cover_everything_with_overlap() -> None:
+    assert windows(0, 126, 32) == [(0, 0)]
+    assert windows(126, 126, 32) == [(0, 126)]
+    spans = windows(1000, 126, 32)
+    assert spans[0][0] == 0 and spans[-1][1] == 1000
+    for (_, a1), (b0, b1) in itertools.pairwise(spans):
+        assert b0 < a1 and a1 - b0 >= 32 and b1 - b0 == 126
+
+
+# --- routing and the Chinese path --------------------------------------------------------------
+
+
+def test_routing_by_script() -> None:
+    assert route("hello world") == ("hello world", None)
+    assert route("你这个傻逼") == (None, "你这个傻逼")
+    assert route("你是sb") == ("sb", "你是sb")  # mixed: both paths, the higher score wins
+    mostly_chinese = "今天天气很好，我们一起去公园散步吧 ok"
+    assert route(mostly_chinese) == (None, mostly_chinese)
+    en, zh = route("fuck you 傻逼")
+    assert en == "fuck you" and zh == "fuck you 傻逼"
+    assert route("🙂") == ("🙂", None)
+
+
+def test_char_ngrams_match_scikit_learn() -> None:
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    analyzer = CountVectorizer(analyzer="char", ngram_range=(1, 3), lowercase=False)
+    for text in ["你这个  傻逼", "ab", "a", "", "混合 text 文本\t\tok"]:
+        assert char_ngrams(text, (1, 3)) == analyzer.build_analyzer()(text)
+
+
+# --- integrity -----------------------------------------------------------------------------
+
+
+def _copy_encoder(dest: Path) -> Path:
+    dest.mkdir()
+    for name in ENCODER_SHA256:
+        shutil.copyfile(encoder_dir() / name, dest / name)
+    return dest
+
+
+def _flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "tokenizer.json", "vocab.txt"])
+def test_encoder_file_not_matching_its_pin_refuses_to_load(
+    tmp_path: Path, cache: Path, name: str
+) -> None:
+    enc = _copy_encoder(tmp_path / "encoder")
+    BuiltinTextClassifier(encoder_dir=enc, cache_dir=cache)  # the intact copy loads
+    target = enc / name
+    _flip_byte(target, target.stat().st_size // 2)
+    with pytest.raises(ModelIntegrityError, match="sha256"):
+        BuiltinTextClassifier(encoder_dir=enc, cache_dir=cache)
+
+
+def test_tampered_artefact_refuses_to_load(tmp_path: Path, cache: Path) -> None:
+    weights = tmp_path / "weights"
+    shutil.copytree(DEFAULT_WEIGHTS_DIR, weights)
+    _flip_byte(weights / "zh_ngram.npz", 100)
+    with pytest.raises(ModelIntegrityError, match="sha256"):
+        BuiltinTextClassifier(directory=weights, cache_dir=cache)
+
+
+def test_onnx_cache_is_keyed_and_reused(clf: BuiltinTextClassifier, cache: Path) -> None:
+    clf.warm_up()
+    path = clf.onnx_path
+    assert path.exists() and path.parent == cache
+    assert clf.quantization in path.name
+    before = path.stat().st_mtime_ns
+    again = BuiltinTextClassifier(cache_dir=cache)
+    again.warm_up()
+    assert again.onnx_path == path and path.stat().st_mtime_ns == before
+    assert not list(cache.glob(".build-*"))  # no temporary left behind
+
+
+def test_onnx_fp32_equals_torch(cache: Path) -> None:
+    texts = [normalize(t) for t in HARMFUL_EN + BENIGN_EN] + ["word " * 200]
+    onnx = BuiltinTextClassifier(cache_dir=cache, quantization="fp32", backend="onnx")
+    torch = BuiltinTextClassifier(cache_dir=cache, backend="torch")
+    a = onnx.english_probabilities(texts)
+    b = torch.english_probabilities(texts)
+    assert np.abs(a - b).max() < 1e-4
+
+
+def test_heavy_libraries_are_imported_lazily() -> None:
+    code = (
+        "import sys, models.text_builtin, moderation.cli.train, moderation.train_text\n"
+        "heavy = {'torch', 'transformers', 'onnxruntime', 'onnx', 'sklearn', 'tokenizers'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    not (DATA / "text").is_dir(), reason=f"{DATA} is not here (set MODERATION_TEST_DATA_DIR)"
+)
+def test_train_on_a_tiny_subsample_writes_a_model_that_loads(tmp_path: Path) -> None:
+    from moderation.train_text import TrainOptions, train
+
+    options = TrainOptions(max_per_set=40, epochs=1.0, quantization="fp32")
+    started = time.perf_counter()
+    metrics = train(DATA, tmp_path / "a", seed=7, options=options)
+    assert time.perf_counter() - started < 60
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["labels"] == list(LABELS)
+    assert config["encoder"]["quantization"] == "fp32"
+    assert metrics["data"]["cold"] == {"train": 40, "dev": 40}
+    assert "auc_offensive" in metrics["dev"]["davidson"]
+    model = BuiltinTextClassifier(directory=tmp_path / "a", cache_dir=tmp_path / "cache")
+    out = model.classify_batch(["hello", "你好", ""])
+    assert [set(s) for s in out] == [set(LABELS)] * 3
+
+    # Seeded: the same run writes the same artefacts, byte for byte.
+    train(DATA, tmp_path / "b", seed=7, options=options)
+    for name in ("encoder_adapter.npz", "zh_ngram.npz"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
