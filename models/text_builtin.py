@@ -820,7 +820,8 @@ class BuiltinTextClassifier(TextClassifier):
     # -- prediction ---------------------------------------------------------------------
 
     def _english_sequences(self, text: str) -> list[list[int]]:
-        """The encoder inputs of one text: windows over all of it, then each sentence."""
+        """The encoder inputs of one text: windows over all of it, then each sentence (only
+        the sentences when the text has several and fits one window)."""
         size = self.spec.window_tokens - 2
         overlap = self.spec.window_overlap
         ids = self._tokenizer.encode(text, add_special_tokens=False).ids
@@ -834,9 +835,16 @@ class BuiltinTextClassifier(TextClassifier):
         units = sentence_units(text)
         if len(units) > 1:
             encoded = self._tokenizer.encode_batch(units, add_special_tokens=False)
-            for enc in encoded:
-                sids = enc.ids
-                pieces.extend(sids[a:b] for a, b in windows(len(sids), size, overlap) if b > a)
+            sentences = [
+                sids[a:b]
+                for sids in (enc.ids for enc in encoded)
+                for a, b in windows(len(sids), size, overlap)
+                if b > a
+            ]
+            # A text that fits one window is scored by its sentences alone: the window
+            # would only repeat their tokens (twice the encoder time) for the context
+            # across sentences, while a hateful sentence among benign ones is diluted in it.
+            pieces = sentences if len(spans) == 1 else pieces + sentences
         out: list[list[int]] = []
         seen: set[tuple[int, ...]] = set()
         for piece in pieces:

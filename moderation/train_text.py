@@ -22,7 +22,7 @@ import math
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -352,117 +352,6 @@ def identity_swaps(ex: Example, rng: np.random.Generator, k: int) -> list[Exampl
     return out
 
 
-# --- framing (counterfactual augmentation: the same words, said against or for) -----------
-
-# The data sets label what a text says, never how: none holds counter-speech, denial or
-# reporting of hate, so a model trained on them scores "the claim that X are vermin is a
-# lie" like the claim itself. Each hateful training sentence is also wrapped once in a
-# frame that rejects it (label 0 throughout) and once in one that endorses it (labels kept),
-# so the frame words, not sentence length or quotation marks, carry the difference.
-# The phrasings are our own and deliberately not those of tests/data/functional_text.jsonl.
-EN_REJECT = (
-    "There is no truth at all in the idea that {s}",
-    "I reject the claim that {s}",
-    "It's simply false that {s}",
-    "Only an ignorant person would believe that {s}",
-    "Posts claiming that {s} are hateful and should be reported",
-    "Repeating that {s} only spreads prejudice",
-    'Whoever wrote "{S}" should be ashamed of themselves',
-    "We will not tolerate anyone saying that {s}",
-    'Hearing someone say "{S}" made me sick, it is bigotry',
-    "The old myth that {s} has been debunked many times",
-    'In the documentary an extremist says "{S}" shortly before his arrest',
-    'My teacher explained why the slogan "{S}" is propaganda',
-)
-EN_ENDORSE = (
-    "I agree that {s}",
-    "Honestly, {s}",
-    "Let's be real: {s}",
-    "Everyone knows {s}",
-    "It's about time someone said it: {s}",
-    "My view hasn't changed, {s}",
-    "Facts are facts: {s}",
-    'I will keep saying it: "{S}"',
-)
-ZH_REJECT = (
-    "有人说“{S}”，这种言论就是歧视",
-    "我不同意“{S}”这种说法",
-    "“{S}”这种话太伤人了，请不要再说了",
-    "看到有人评论“{S}”，我已经举报了",
-    "说“{S}”的人应该好好反省一下",
-    "认为{S}的想法是错误的偏见",
-    "这篇报道批评了“{S}”这样的网络暴力",
-)
-ZH_ENDORSE = (
-    "说得对，{S}",
-    "我完全同意：{S}",
-    "{S}，这就是事实",
-    "没错，{S}",
-    "早就该有人说了：{S}",
-)
-FRAMED_EN_MADLIBS = 1500
-FRAMED_ZH = 3000
-_INNER_END_RE = re.compile(r"[.!?;。！？；…]\s*\S")
-_TRAILING_RE = re.compile(r"[\s.!?;,。！？；，…]+$")
-
-
-def _frame_parts(text: str) -> tuple[str, str] | None:
-    """(as a quote, as a clause) of a one-sentence text; None for several sentences."""
-    core = _TRAILING_RE.sub("", text.strip().lstrip("-* ").strip())
-    if not core or _INNER_END_RE.search(core) or len(core) > 200:
-        return None
-    clause = core[0].lower() + core[1:] if core[:2] != core[:2].upper() else core
-    return core, clause
-
-
-def framings(
-    ex: Example, rng: np.random.Generator, reject: Sequence[str], endorse: Sequence[str]
-) -> list[Example]:
-    """One rejecting (all labels 0) and one endorsing (labels kept) copy of a harmful text."""
-    parts = _frame_parts(ex.text)
-    if parts is None:
-        return []
-    quote, clause = parts
-    out = []
-    for templates, labels in ((reject, _labels(0.0, 0.0, 0.0, 0.0)), (endorse, ex.labels)):
-        template = templates[int(rng.integers(len(templates)))]
-        # Normalised like every training text: the frames must look as the service sees them.
-        text = normalize(template.format(S=quote, s=clause))
-        out.append(Example(text, ex.source + "+framed", ex.split, labels, ex.group))
-    return out
-
-
-# Negated copies: "<group> are vermin" -> "<group> are not vermin", "i hate <group>" ->
-# "i don't hate <group>", labelled 0. Only one-clause sentences without a negation already
-# in them, so the "not" lands on the claim itself.
-_NEGATABLE = (
-    (re.compile(r"\b(are|is|was|were)\b"), r"\1 not"),
-    (re.compile(r"\bi (hate|despise|loathe|detest|can't stand)\b"), r"i don't \1"),
-    (re.compile(r"\b(should|must|deserve to|need to|ought to)\b"), r"\1 not"),
-)
-_NEGATED_RE = re.compile(r"\b(not|never|no|n't|don't|doesn't|isn't|aren't)\b|n't\b")
-_CLAUSES_RE = re.compile(r",|;|\band\b|\bbut\b|\bbecause\b|\bso\b|\bwho\b|\bthat\b")
-
-
-def negation(ex: Example) -> Example | None:
-    """A harmful one-clause sentence with its claim negated (all labels 0), or None."""
-    parts = _frame_parts(ex.text)
-    if parts is None or _NEGATED_RE.search(parts[1]) or _CLAUSES_RE.search(parts[1]):
-        return None
-    for pattern, replacement in _NEGATABLE:
-        text, n = pattern.subn(replacement, parts[1], count=1)
-        if n:
-            return Example(
-                normalize(text), ex.source + "+negated", ex.split, _labels(0.0, 0.0, 0.0, 0.0)
-            )
-    return None
-
-
-def _harmful(examples: Iterable[Example]) -> list[Example]:
-    any_ = LABELS.index("any")
-    return [e for e in examples if e.labels[any_] == 1.0]
-
-
 # --- training ------------------------------------------------------------------------------
 
 DAVIDSON_POSITIVES = 6000  # offensive tweets kept (all hate and all "neither" are kept)
@@ -510,18 +399,7 @@ def _english_train_set(sets: dict[str, Split], seed: int) -> list[Example]:
         toxigen.append(ex)
         k = SWAPS_HATEFUL if ex.labels[hate] == 1.0 else SWAPS_NEUTRAL
         toxigen.extend(identity_swaps(ex, rng, k))
-    bad_madlibs = _subsample(_harmful(sets["madlibs"].train), FRAMED_EN_MADLIBS, seed, "frame")
-    harmful = _harmful(toxigen) + bad_madlibs
-    framed = [f for ex in harmful for f in framings(ex, rng, EN_REJECT, EN_ENDORSE)]
-    framed += [n for n in map(negation, harmful) if n is not None]
-    return neither + hateful + offensive + toxigen * TOXIGEN_REPEAT + sets["madlibs"].train + framed
-
-
-def _chinese_train_set(sets: dict[str, Split], seed: int) -> list[Example]:
-    rng = np.random.default_rng(seed + 1)
-    base = sets["cold"].train + sets["swsr"].train
-    pool = _subsample(_harmful(base), FRAMED_ZH, seed, "frame-zh")
-    return base + [f for ex in pool for f in framings(ex, rng, ZH_REJECT, ZH_ENDORSE)]
+    return neither + hateful + offensive + toxigen * TOXIGEN_REPEAT + sets["madlibs"].train
 
 
 def _fit_chinese(train: list[Example]) -> Any:
@@ -761,7 +639,7 @@ def train(
     log.info("data: %s", counts)
 
     t0 = time.perf_counter()
-    zh = _fit_chinese(_chinese_train_set(sets, seed))
+    zh = _fit_chinese(sets["cold"].train + sets["swsr"].train)
     zh.save(out_dir / ZH_FILE)
     zh_seconds = time.perf_counter() - t0
     log.info("Chinese model: %d n-grams, %.0f s", len(zh.vocab), zh_seconds)
