@@ -180,7 +180,7 @@ def _store(s: Session, item: Item, verdict: Verdict, analysis: Analysis) -> None
         )
 
 
-def moderate_and_store(rt: Runtime, item: Item) -> Verdict:
+def moderate_and_store(rt: Runtime, item: Item, *, queue_video: bool = True) -> Verdict:
     """Idempotent by content_id: a repeated item returns the stored verdict unchanged."""
     started = time.perf_counter()
     with rt.session() as s:
@@ -188,7 +188,7 @@ def moderate_and_store(rt: Runtime, item: Item) -> Verdict:
         job = s.get(VideoJobRow, item.content_id) if stored is not None else None
         requeue = job is not None and job.status == "queued"
     if stored is not None:
-        if requeue:
+        if requeue and queue_video:
             # Stored, but perhaps never queued (a crash between commit and send): the video
             # job is idempotent, so sending it again is safe.
             send_video_job(item.content_id)
@@ -197,7 +197,7 @@ def moderate_and_store(rt: Runtime, item: Item) -> Verdict:
     try:
         with rt.session() as s:
             _store(s, item, verdict, analysis)
-        if analysis.videos:
+        if analysis.videos and queue_video:
             send_video_job(item.content_id)
     except IntegrityError:
         # Another worker stored this content_id first (redelivery race): theirs wins.
@@ -213,11 +213,11 @@ def error_result(content_id: str, error: ModerationError) -> dict[str, Any]:
     return {"content_id": content_id, "error": error.to_dict()}
 
 
-def moderate_payload(rt: Runtime, payload: Any) -> dict[str, Any]:
+def moderate_payload(rt: Runtime, payload: Any, *, queue_video: bool = True) -> dict[str, Any]:
     """Task entry: a verdict dict, or ``{"content_id", "error": {...}}`` for a bad item."""
     try:
         item = parse_item(payload, rt.settings.limits)
-        return moderate_and_store(rt, item).model_dump()
+        return moderate_and_store(rt, item, queue_video=queue_video).model_dump()
     except ModerationError as exc:
         content_id = record_failure(rt, payload, exc)
         log.info("item %s failed: %s %s", content_id, exc.code, exc.message)

@@ -217,3 +217,18 @@ def test_cli_banks_a_video_and_matches_a_clip_with_its_segments(
     finally:
         with runtime.session() as s:
             banks.delete_bank(s, name)
+
+
+def test_cli_moderate_a_video_prints_the_final_verdict_with_its_segment(
+    runtime, video_bank, reference, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    script, _ = reference
+    name, entry_id = video_bank
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(vs.make_clip(script, 3.0, 10.0, vs.TRANSFORMS["plain"], preset="ultrafast"))
+    [verdict] = _cli("moderate", "--video", str(clip), "--text", "look", "--json")
+    assert verdict["decision"] == "block"
+    assert not any(r["source"] == "video" for r in verdict["reasons"])  # final, not pending
+    [m] = [m for m in verdict["matches"] if m["bank"] == name]
+    assert m["entry_id"] == entry_id
+    assert m["segments"][0]["reference_start"] == pytest.approx(3.0, abs=1.0)

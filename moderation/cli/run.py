@@ -126,27 +126,38 @@ def worker(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Image file (repeatable).",
 )
+@click.option(
+    "--video",
+    "videos",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Video file (repeatable): its frames are analysed here too, and the final verdict "
+    "printed.",
+)
 @click.option("--content-id", default=None, help="Content id (default: random).")
 @click.option("--uploader-id", default="cli", show_default=True)
 @json_option
 def moderate(
     text: str | None,
     images: tuple[Path, ...],
+    videos: tuple[Path, ...],
     content_id: str | None,
     uploader_id: str,
     as_json: bool,
 ) -> None:
-    """Moderate one item in this process and print its verdict."""
+    """Moderate one item in this process and print its verdict (with videos: the final one,
+    after their frames are analysed here, as the video queue would)."""
     from moderation.runtime import get_runtime
     from moderation.service import moderate_payload
 
     media: list[dict[str, str]] = []
-    for path in images:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
-        media.append({"kind": "image", "data_b64": base64.b64encode(data).decode()})
+    for kind, paths in (("image", images), ("video", videos)):
+        for path in paths:
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+            media.append({"kind": kind, "data_b64": base64.b64encode(data).decode()})
     payload: dict[str, object] = {
         "content_id": content_id or f"cli-{uuid.uuid4().hex}",
         "uploader_id": uploader_id,
@@ -154,7 +165,12 @@ def moderate(
         "media": media,
         "context": {},
     }
-    result = moderate_payload(get_runtime(), payload)
+    rt = get_runtime()
+    result = moderate_payload(rt, payload, queue_video=not videos)
+    if videos and "error" not in result:
+        from moderation.video_jobs import run_job
+
+        result = run_job(rt, str(payload["content_id"]))
     if as_json:
         emit(result, True)
     elif "error" in result:
