@@ -38,7 +38,7 @@ from moderation.index import (
 )
 from moderation.policy import BankHit
 from moderation.storage.tables import BankEntryHashRow, BankEntryRow, BankRow, ChangeRow
-from moderation.video_align import AlignParams, Segment, align_arrays
+from moderation.video_align import AlignParams, align_arrays, segment_to_dict
 
 log = logging.getLogger(__name__)
 
@@ -467,7 +467,7 @@ class BankMatcher:
                     & (hit_r <= seg.ref_end + params.jitter_s)
                 )
                 medians.append(int(np.median(hit_d[inside])) if inside.any() else radius)
-                segments.append(segment_json(seg))
+                segments.append(segment_to_dict(seg))
             if segments:
                 hits.append(
                     bank.hit(
@@ -525,17 +525,6 @@ class BankMatcher:
             if index is not None and len(index):
                 out.append((bank, index))
         return out
-
-
-def segment_json(seg: Segment) -> dict[str, float]:
-    """A segment as the verdict and the CLI show it (seconds, rounded to milliseconds)."""
-    return {
-        "query_start": round(seg.query_start, 3),
-        "query_end": round(seg.query_end, 3),
-        "reference_start": round(seg.ref_start, 3),
-        "reference_end": round(seg.ref_end, 3),
-        "score": round(seg.score, 3),
-    }
 
 
 def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

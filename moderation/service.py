@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,8 +18,9 @@ from moderation.pipeline import Analysis, moderate
 from moderation.queue import send_video_job
 from moderation.runtime import Runtime
 from moderation.settings import Limits
-from moderation.storage.tables import ItemHashRow, ItemRow, VerdictRow, VideoJobRow
+from moderation.storage.tables import ItemHashRow, ItemRow, VideoJobRow
 from moderation.text_matching import TEXT_MEDIA_INDEX, item_simhash
+from moderation.verdicts import add_verdict, load_verdict
 from moderation.video_jobs import create_job
 
 log = logging.getLogger(__name__)
@@ -72,24 +72,9 @@ def parse_item(payload: Any, limits: Limits) -> Item:
     return item
 
 
-def _stored_verdict(session: Session, content_id: str) -> Verdict | None:
-    row = session.scalar(select(VerdictRow).where(VerdictRow.content_id == content_id))
-    if row is None:
-        return None
-    return Verdict(
-        content_id=row.content_id,
-        decision=row.decision,  # type: ignore[arg-type]
-        categories=row.categories,
-        reasons=row.reasons,
-        matches=row.matches,
-        policy_version=row.policy_version,
-        latency_ms=row.latency_ms,
-    )
-
-
 def get_verdict(rt: Runtime, content_id: str) -> Verdict | None:
     with rt.session() as s:
-        return _stored_verdict(s, content_id)
+        return load_verdict(s, content_id)
 
 
 def _fallback_id(payload: Any) -> str:
@@ -138,17 +123,7 @@ def _store(s: Session, item: Item, verdict: Verdict, analysis: Analysis) -> None
     row.error_code = row.error_message = None
     row.attempts = (row.attempts or 0) + 1
     s.flush()
-    s.add(
-        VerdictRow(
-            content_id=verdict.content_id,
-            decision=verdict.decision,
-            categories=verdict.categories,
-            reasons=[r.model_dump() for r in verdict.reasons],
-            matches=[m.model_dump() for m in verdict.matches],
-            policy_version=verdict.policy_version,
-            latency_ms=verdict.latency_ms,
-        )
-    )
+    add_verdict(s, verdict)
     for mh in analysis.media:
         h = mh.hashes
         for signal_type, value, quality in (
@@ -184,7 +159,7 @@ def moderate_and_store(rt: Runtime, item: Item, *, queue_video: bool = True) -> 
     """Idempotent by content_id: a repeated item returns the stored verdict unchanged."""
     started = time.perf_counter()
     with rt.session() as s:
-        stored = _stored_verdict(s, item.content_id)
+        stored = load_verdict(s, item.content_id)
         job = s.get(VideoJobRow, item.content_id) if stored is not None else None
         requeue = job is not None and job.status == "queued"
     if stored is not None:
@@ -202,7 +177,7 @@ def moderate_and_store(rt: Runtime, item: Item, *, queue_video: bool = True) -> 
     except IntegrityError:
         # Another worker stored this content_id first (redelivery race): theirs wins.
         with rt.session() as s:
-            stored = _stored_verdict(s, item.content_id)
+            stored = load_verdict(s, item.content_id)
         if stored is None:
             raise
         return stored

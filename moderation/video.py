@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from models.errors import SignalError
 from models.image_hash import PDQ_MIN_QUALITY
-from models.image_robust import frame_pdq
+from models.image_robust import HashVariant, frame_pdq
 from models.video_decode import SampledFrame, VideoInfo, VideoLimits, probe_video, sample_frames
 from moderation.errors import from_signal_error
 from moderation.matching import FRAME_PREFIX, IMAGE_KINDS, BankMatcher, ReferenceFrames
@@ -77,10 +77,6 @@ class VideoAnalysis:
     signals: list[Signal] = field(default_factory=list)
     hits: list[BankHit] = field(default_factory=list)
     seconds: float = 0.0
-
-    @property
-    def matchable(self) -> list[FrameHash]:
-        return [f for f in self.frames if f.quality >= VIDEO_MIN_QUALITY]
 
 
 def video_limits_from(settings: Settings) -> VideoLimits:
@@ -187,14 +183,6 @@ def fingerprint_reference(
     return fingerprint_video(data, limits, field_name, fps=REFERENCE_FPS, windows=REFERENCE_WINDOWS)
 
 
-@dataclass(frozen=True)
-class FrameReference:
-    """A frame hash as a bank entry's extra reference hash, named by its time."""
-
-    name: str
-    pdq: str
-
-
 def add_video_entry(
     session: Session, bank: BankRow, frames: Sequence[FrameHash], note: str, source: str
 ) -> int:
@@ -218,7 +206,7 @@ def add_video_entry(
     banks.add_reference_hashes(
         session,
         entry_id,
-        [FrameReference(frame_reference_name(f), f.pdq) for f in usable],
+        [HashVariant(frame_reference_name(f), f.pdq, f.quality) for f in usable],
     )
     return entry_id
 

@@ -246,16 +246,15 @@ def align_arrays(
     return _select(h, params, _candidates(h, params))
 
 
-def segment_to_dict(seg: Segment) -> dict[str, Any]:
-    """The JSON form used in verdicts; times and score rounded to milliseconds / 3 places."""
+def segment_to_dict(seg: Segment) -> dict[str, float]:
+    """The public JSON form (verdicts, ``moderation match``): seconds in the upload and in
+    the reference, rounded to milliseconds, and the score to 3 places."""
     return {
         "query_start": round(seg.query_start, 3),
         "query_end": round(seg.query_end, 3),
-        "ref_start": round(seg.ref_start, 3),
-        "ref_end": round(seg.ref_end, 3),
+        "reference_start": round(seg.ref_start, 3),
+        "reference_end": round(seg.ref_end, 3),
         "score": round(seg.score, 3),
-        "frames": seg.frames,
-        "speed": round(seg.speed, 3),
     }
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from moderation import webhooks
@@ -28,7 +28,8 @@ from moderation.media import load_media
 from moderation.pipeline import Analysis
 from moderation.policy import BankHit, Signal, decide
 from moderation.runtime import Runtime
-from moderation.storage.tables import ItemHashRow, ItemRow, VerdictRow, VideoJobRow
+from moderation.storage.tables import ItemHashRow, ItemRow, VideoJobRow
+from moderation.verdicts import load_verdict, replace_verdict
 from moderation.video import VideoAnalysis, analyse_video, video_limits_from, video_media_policy
 
 log = logging.getLogger(__name__)
@@ -202,15 +203,7 @@ def _store_final(
     error: ModerationError | None,
 ) -> None:
     with rt.session() as s:
-        row = s.scalar(select(VerdictRow).where(VerdictRow.content_id == content_id))
-        if row is None:
-            raise NotFound(f"item {content_id!r} has no first verdict", field="content_id")
-        row.decision = verdict.decision
-        row.categories = verdict.categories
-        row.reasons = [r.model_dump() for r in verdict.reasons]
-        row.matches = [m.model_dump() for m in verdict.matches]
-        row.policy_version = verdict.policy_version
-        row.latency_ms = verdict.latency_ms
+        replace_verdict(s, verdict)
         item = s.get(ItemRow, content_id)
         if item is not None:
             item.status = "done"
@@ -263,18 +256,10 @@ def _set_progress(rt: Runtime, content_id: str, fraction: float) -> None:
 
 
 def _stored_verdict(s: Session, content_id: str) -> dict[str, Any]:
-    row = s.scalar(select(VerdictRow).where(VerdictRow.content_id == content_id))
-    if row is None:
+    verdict = load_verdict(s, content_id)
+    if verdict is None:
         raise NotFound(f"item {content_id!r} has no verdict", field="content_id")
-    return Verdict(
-        content_id=row.content_id,
-        decision=row.decision,  # type: ignore[arg-type]
-        categories=row.categories,
-        reasons=row.reasons,
-        matches=row.matches,
-        policy_version=row.policy_version,
-        latency_ms=row.latency_ms,
-    ).model_dump()
+    return verdict.model_dump()
 
 
 def fail_job(rt: Runtime, content_id: str, error: ModerationError) -> dict[str, Any]:

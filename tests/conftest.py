@@ -108,14 +108,18 @@ class WebhookReceiver:
         import threading
 
         self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.fail_next = 0  # answer this many requests with 503 first
+        # Content id -> how many of its events to answer with 503 first.
+        self.fail_first: dict[str, int] = {}
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                import json
+
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if receiver.fail_next > 0:
-                    receiver.fail_next -= 1
+                cid = json.loads(body).get("content_id", "")
+                if receiver.fail_first.get(cid, 0) > 0:
+                    receiver.fail_first[cid] -= 1
                     self.send_response(503)
                     self.end_headers()
                     return

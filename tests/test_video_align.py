@@ -354,11 +354,9 @@ def test_segment_to_dict() -> None:
     assert segment_to_dict(seg) == {
         "query_start": 1.235,
         "query_end": 20.0,
-        "ref_start": 100.0,
-        "ref_end": 119.0,
+        "reference_start": 100.0,
+        "reference_end": 119.0,
         "score": 0.877,
-        "frames": 19,
-        "speed": 1.05,
     }
 
 

@@ -222,7 +222,7 @@ def test_a_webhook_refused_once_is_retried_and_delivered(
 
     rt = build_runtime(get_settings(), migrate=False)  # after the receiver set the URL
     cid = f"hook-{uuid.uuid4().hex}"
-    webhook_receiver.fail_next = 1
+    webhook_receiver.fail_first[cid] = 1
     delivery = webhooks.enqueue(rt, "test.event", cid, {"n": 1})
     assert delivery is not None
     deadline = time.monotonic() + 30

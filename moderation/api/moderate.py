@@ -9,7 +9,6 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from moderation import metrics
@@ -19,7 +18,8 @@ from moderation.errors import InvalidInput, NotFound, http_status_for_code
 from moderation.keys import Principal
 from moderation.queue import moderate_via_queue
 from moderation.settings import Settings
-from moderation.storage.tables import ItemRow, VerdictRow
+from moderation.storage.tables import ItemRow
+from moderation.verdicts import load_verdict
 from moderation.video_jobs import job_status
 
 router = APIRouter(prefix="/v1", tags=["moderation"])
@@ -70,7 +70,7 @@ def get_item(
     item = session.get(ItemRow, content_id)
     if item is None:
         raise NotFound(f"no item {content_id!r}", field="content_id")
-    verdict = session.scalar(select(VerdictRow).where(VerdictRow.content_id == content_id))
+    verdict = load_verdict(session, content_id)
     return {
         "content_id": item.content_id,
         "uploader_id": item.uploader_id,
@@ -81,15 +81,5 @@ def get_item(
         else None,
         "received_at": item.received_at.isoformat(),
         "video": job_status(session, content_id),
-        "verdict": None
-        if verdict is None
-        else {
-            "content_id": verdict.content_id,
-            "decision": verdict.decision,
-            "categories": verdict.categories,
-            "reasons": verdict.reasons,
-            "matches": verdict.matches,
-            "policy_version": verdict.policy_version,
-            "latency_ms": verdict.latency_ms,
-        },
+        "verdict": None if verdict is None else verdict.model_dump(),
     }

@@ -27,15 +27,20 @@ def _read_image(path: Path):
     from moderation.pipeline import decode_image_data, image_limits_from
 
     limits = image_limits_from(settings())
+    return decode_image_data(_read_bounded(path, limits.max_bytes), limits, str(path))
+
+
+def _read_bounded(path: Path, max_bytes: int) -> bytes:
+    """A media file's bytes, refused before reading if it is over ``max_bytes``."""
+    from moderation.errors import InputTooLarge
+
     try:
         size = path.stat().st_size
     except OSError as exc:
         raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
-    if size > limits.max_bytes:
-        from moderation.errors import InputTooLarge
-
-        raise InputTooLarge(f"{path} is {size} bytes, over the limit of {limits.max_bytes}")
-    return decode_image_data(path.read_bytes(), limits, str(path))
+    if size > max_bytes:
+        raise InputTooLarge(f"{path} is {size} bytes, over the limit of {max_bytes}")
+    return path.read_bytes()
 
 
 @click.group()
@@ -159,20 +164,15 @@ def _add_videos(
     s: Session, row: BankRow, paths: tuple[Path, ...], note: str, as_json: bool
 ) -> bool:
     """Fingerprint video files into a video bank, one commit each; True if any failed."""
-    from moderation.errors import InputTooLarge, ModerationError
+    from moderation.errors import ModerationError
     from moderation.video import add_video_entry, fingerprint_reference, video_limits_from
 
     limits = video_limits_from(settings())
     failed = False
     for path in paths:
         try:
-            try:
-                size = path.stat().st_size
-            except OSError as exc:
-                raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
-            if size > limits.max_bytes:
-                raise InputTooLarge(f"{path} is {size} bytes, over the limit of {limits.max_bytes}")
-            info, frames = fingerprint_reference(path.read_bytes(), limits, str(path))
+            data = _read_bounded(path, limits.max_bytes)
+            info, frames = fingerprint_reference(data, limits, str(path))
             entry_id = add_video_entry(s, row, frames, note, str(path))
             s.commit()
             emit(
@@ -455,22 +455,19 @@ def _is_video(path: Path) -> bool:
 def _match_video(path: Path, matcher: BankMatcher, only: set[str] | None, as_json: bool) -> None:
     """One line for a video: time-aligned video bank matches, with their segments, and the
     image bank entries single frames matched (with the frame's time)."""
-    from moderation.errors import InputTooLarge, ModerationError
+    from moderation.errors import ModerationError
     from moderation.matching import load_reference_frames
     from moderation.video import fingerprint_video, match_frames, video_limits_from
 
     limits = video_limits_from(settings())
     try:
-        size = path.stat().st_size
-        if size > limits.max_bytes:
-            raise InputTooLarge(f"{path} is {size} bytes, over the limit of {limits.max_bytes}")
-        _, frames = fingerprint_video(path.read_bytes(), limits, str(path))
+        _, frames = fingerprint_video(_read_bounded(path, limits.max_bytes), limits, str(path))
         with session() as s:
             hits = match_frames(
                 matcher, frames, lambda ids: load_reference_frames(s, ids), media_index=0
             )
-    except (ModerationError, OSError) as exc:
-        msg = exc.message if isinstance(exc, ModerationError) else str(exc)
+    except (ModerationError, click.ClickException) as exc:
+        msg = exc.message if isinstance(exc, ModerationError) else exc.format_message()
         emit({"path": str(path), "error": msg}, as_json, f"{path}: error: {msg}")
         return
     if only is not None:
