@@ -51,7 +51,15 @@ from typing import Any, overload
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["AlignParams", "FrameHit", "Segment", "align", "align_arrays", "segment_to_dict"]
+__all__ = [
+    "AlignParams",
+    "FrameHit",
+    "Segment",
+    "align",
+    "align_arrays",
+    "extend_edges",
+    "segment_to_dict",
+]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -859,3 +867,68 @@ def _select(h: _Hits, p: AlignParams, cands: list[_Candidate]) -> list[Segment]:
                 chosen.append(part.segment)
     chosen.sort(key=lambda s: (-s.score, -s.significance, s.query_start))
     return chosen
+
+
+def extend_edges(
+    segments: Sequence[Segment],
+    query_times: npt.ArrayLike,
+    ref_times: npt.ArrayLike,
+    distances: npt.ArrayLike,
+    *,
+    radius: int,
+    jitter_s: float,
+    ref_duration: float,
+) -> list[Segment]:
+    """``segments`` with each end moved out frame by frame while the frame there is within
+    ``radius`` of a reference frame near where the segment's line puts it.
+
+    Found segments stop short where a shot's edge frames lack detail (their hashes drift past
+    the search radius); once a run is proven, a looser radius is evidence enough for its
+    neighbours. An end stops at the first frame that fails, at another segment, and at the
+    ends of either video.
+    """
+    qt = np.asarray(query_times, dtype=np.float64).ravel()
+    rt = np.asarray(ref_times, dtype=np.float64).ravel()
+    dist = np.asarray(distances)
+    order = np.argsort(qt, kind="stable")
+    out: list[Segment] = []
+    for seg in segments:
+        others = [s for s in segments if s is not seg]
+        lo = max((s.query_end for s in others if s.query_end <= seg.query_start), default=-1.0)
+        hi = min((s.query_start for s in others if s.query_start >= seg.query_end), default=1e18)
+
+        def fits(i: int, t_ref: float) -> bool:
+            near = np.abs(rt - t_ref) <= jitter_s
+            return (
+                0.0 <= t_ref <= ref_duration
+                and bool(near.any())
+                and (int(dist[i, near].min()) <= radius)
+            )
+
+        q_end, r_end = seg.query_end, seg.ref_end
+        for i in order[np.searchsorted(qt[order], seg.query_end, side="right") :]:
+            t = float(qt[i])
+            t_ref = seg.ref_end + (t - seg.query_end) * seg.speed
+            if t >= hi or not fits(int(i), t_ref):
+                break
+            q_end, r_end = t, t_ref
+        q_start, r_start = seg.query_start, seg.ref_start
+        for i in order[: np.searchsorted(qt[order], seg.query_start, side="left")][::-1]:
+            t = float(qt[i])
+            t_ref = seg.ref_start - (seg.query_start - t) * seg.speed
+            if t <= lo or not fits(int(i), t_ref):
+                break
+            q_start, r_start = t, t_ref
+        out.append(
+            Segment(
+                q_start,
+                q_end,
+                r_start,
+                r_end,
+                seg.score,
+                seg.frames,
+                seg.speed,
+                seg.significance,
+            )
+        )
+    return out

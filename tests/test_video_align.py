@@ -24,6 +24,7 @@ from moderation.video_align import (
     Segment,
     align,
     align_arrays,
+    extend_edges,
     segment_to_dict,
 )
 
@@ -432,3 +433,51 @@ def test_align_never_raises_and_returns_sane_segments(
     assert [s.score for s in segs] == sorted((s.score for s in segs), reverse=True)
     spans = sorted((s.query_start, s.query_end) for s in segs)
     assert all(a[1] <= b[0] + 1e-9 for a, b in itertools.pairwise(spans))
+
+
+# --- extending a found segment's ends ---------------------------------------------------
+
+
+def edge_case() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Query 0..19 s at 1 fps, reference 0..59.75 s at 4 fps; the query plays the
+    reference from 20 s. Copied frames 5..14 are close (d 40); 2..4 and 15..16 drifted to
+    d 105 (low-detail shot edges); 0, 1 and 17..19 are unrelated (d 128)."""
+    qt = np.arange(20, dtype=np.float64)
+    rt = np.arange(240, dtype=np.float64) / 4
+    dist = np.full((qt.size, rt.size), 128, dtype=np.int32)
+    for i, d in [
+        *((i, 40) for i in range(5, 15)),
+        (2, 105),
+        (3, 105),
+        (4, 105),
+        (15, 105),
+        (16, 105),
+    ]:
+        dist[i, np.abs(rt - (20 + i)) <= 0.25] = d
+    return qt, rt, dist
+
+
+FOUND = Segment(5.0, 14.0, 25.0, 34.0, score=0.6, frames=10, speed=1.0, significance=5.0)
+
+
+def test_ends_extend_over_neighbours_within_the_looser_radius() -> None:
+    qt, rt, dist = edge_case()
+    (seg,) = extend_edges([FOUND], qt, rt, dist, radius=110, jitter_s=0.5, ref_duration=60.0)
+    assert (seg.query_start, seg.query_end) == (2.0, 16.0)
+    assert (seg.ref_start, seg.ref_end) == (22.0, 36.0)
+    assert (seg.score, seg.frames, seg.significance) == (0.6, 10, 5.0)
+
+
+def test_ends_stay_when_neighbours_are_beyond_the_radius() -> None:
+    qt, rt, dist = edge_case()
+    (seg,) = extend_edges([FOUND], qt, rt, dist, radius=100, jitter_s=0.5, ref_duration=60.0)
+    assert seg == FOUND
+
+
+def test_an_end_stops_at_another_segment_and_at_the_reference_end() -> None:
+    qt, rt, dist = edge_case()
+    other = Segment(15.5, 19.0, 0.0, 3.5, score=0.5, frames=4, speed=1.0)
+    out = extend_edges([FOUND, other], qt, rt, dist, radius=110, jitter_s=0.5, ref_duration=60.0)
+    assert (out[0].query_start, out[0].query_end) == (2.0, 15.0)
+    (seg,) = extend_edges([FOUND], qt, rt, dist, radius=110, jitter_s=0.5, ref_duration=35.5)
+    assert seg.query_end == 15.0 and seg.ref_end == 35.0
