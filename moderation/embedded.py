@@ -120,9 +120,10 @@ def running_embedded_url(var_dir: Path) -> str | None:
 
 
 def start_worker(
-    redis_url: str, *, concurrency: int, pool: str, loglevel: str = "WARNING"
+    redis_url: str, *, concurrency: int, pool: str, loglevel: str = "WARNING", beat: bool = False
 ) -> subprocess.Popen[bytes]:
-    """A `moderation worker` child process on the given Redis."""
+    """A `moderation worker` child process on the given Redis (with ``beat``: it also runs
+    the periodic tasks)."""
     env = dict(os.environ, MODERATION_REDIS_URL=redis_url)
     return subprocess.Popen(
         [
@@ -136,6 +137,7 @@ def start_worker(
             pool,
             "--loglevel",
             loglevel,
+            *(["--beat"] if beat else []),
         ],
         env=env,
         stdin=subprocess.DEVNULL,

@@ -76,6 +76,13 @@ class Conflict(ModerationError):
     http_status = 409
 
 
+class NotAnchoredYet(Conflict):
+    """A provenance leaf is registered but its batch is not confirmed on the chain yet."""
+
+    code = "not_anchored_yet"
+    http_status = 409
+
+
 class Unauthorized(ModerationError):
     code = "unauthorized"
     http_status = 401

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 MODERATE_TASK = "moderation.moderate"
 VIDEO_TASK = "moderation.moderate_video"
 WEBHOOK_TASK = "moderation.maintenance.deliver_webhook"
+ANCHOR_TASK = "moderation.anchor.run"
 QUEUES = ("moderate", "video", "anchor", "maintenance")
 ROUTES = {
     "moderation.moderate": {"queue": "moderate"},
@@ -56,6 +57,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "redis_socket_keepalive": True,
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_time_limit_s,
+        # Run by a worker started with --beat (`moderation serve` starts its worker so).
+        "beat_schedule": {
+            "anchor": {
+                "task": ANCHOR_TASK,
+                "schedule": settings.anchor_tick_s,
+                # A tick nobody took in time is dropped: the next one does the same work.
+                "options": {"queue": "anchor", "expires": max(1.0, settings.anchor_tick_s)},
+            }
+        },
     }
 
 

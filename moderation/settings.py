@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -107,12 +108,45 @@ class Settings(BaseSettings):
     # shared by the workers of one machine, rebuilt only when the weights change.
     model_cache_dir: Path = Field(default_factory=lambda data: data["var_dir"] / "models")
 
+    # --- provenance anchoring (chain/, moderation/anchoring.py) ---
+    # A batch is cut once this many leaves wait, or once the oldest has waited
+    # anchor_interval_s; the periodic task `moderation.anchor.run` looks every anchor_tick_s.
+    anchor_batch_size: int = Field(default=10_000, ge=1)
+    anchor_interval_s: float = Field(default=60.0, gt=0)
+    anchor_tick_s: float = Field(default=5.0, gt=0)
+    # One transaction anchors at most this many leaves (the cost per batch is flat).
+    anchor_max_batch: int = Field(default=200_000, ge=1, le=10_000_000)
+    # A batch is confirmed once its block has this many blocks on top, counting its own.
+    anchor_confirmations: int = Field(default=3, ge=1, le=1000)
+    # embedded: an in-process EVM journaled under anchor_chain_dir; rpc: any EVM node.
+    anchor_backend: Literal["embedded", "rpc"] = "embedded"
+    # (Not var/chain: a directory named like a package shadows it for `python -m` run there.)
+    anchor_chain_dir: Path = Field(default_factory=lambda data: data["var_dir"] / "embedded-chain")
+    anchor_rpc_url: str | None = None
+    anchor_rpc_timeout_s: float = Field(default=10.0, gt=0)
+    anchor_contract: str | None = None
+    # The signing key for rpc: a file (first line, hex), else this environment variable.
+    anchor_key_file: Path | None = None
+    anchor_key_env: str = "MODERATION_ANCHOR_PRIVATE_KEY"
+    anchor_gas_limit: int = Field(default=100_000, ge=21_000)
+    # Unset: follow the node (twice the base fee plus its suggested tip).
+    anchor_max_fee_gwei: float | None = Field(default=None, gt=0)
+    anchor_priority_fee_gwei: float | None = Field(default=None, ge=0)
+    # Failed sends are retried after 2, 4, 8 ... seconds, at most this long apart.
+    anchor_max_backoff_s: float = Field(default=300.0, gt=0)
+
     log_level: str = "INFO"
 
     @field_validator("index_snapshot_dir", mode="before")
     @classmethod
     def _empty_disables(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _rpc_needs_a_node_and_a_contract(self) -> Settings:
+        if self.anchor_backend == "rpc" and not (self.anchor_rpc_url and self.anchor_contract):
+            raise ValueError("anchor_backend is rpc: set anchor_rpc_url and anchor_contract")
+        return self
 
     @model_validator(mode="after")
     def _webhook_needs_a_secret(self) -> Settings:

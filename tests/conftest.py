@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -229,3 +230,41 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
         except httpx.HTTPError:
             time.sleep(0.1)
     raise TimeoutError(url)
+
+
+def run_cli(
+    *args: str, check: bool = True, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """``python -m moderation ARGS`` in a child process, with this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "moderation", *args],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=timeout,
+    )
+
+
+@contextmanager
+def moderation_serve(var: Path, env: dict[str, str], timeout: float = 90) -> Iterator[str]:
+    """`moderation serve` run in ``var`` (as `make run` starts it); yields its base URL."""
+    port = free_port()
+    with (var / "serve.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moderation", "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=var,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(base + "/healthz", timeout=timeout)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()

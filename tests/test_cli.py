@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_cli
 from tests.images import jpeg, near_copy, photo
 
-COMMANDS = ["serve", "worker", "moderate", "bank", "match", "keys", "demo", "bench", "db"]
+COMMANDS = [
+    "serve",
+    "worker",
+    "moderate",
+    "bank",
+    "match",
+    "keys",
+    "demo",
+    "bench",
+    "db",
+    "anchor",
+    "verify",
+    "chain",
+]
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "moderation", *args],
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        check=check,
-        timeout=120,
-    )
+    return run_cli(*args, check=check, timeout=120)
 
 
 def lines(out: str) -> list[dict]:  # type: ignore[type-arg]

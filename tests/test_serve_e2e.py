@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, wait_http
+from tests.conftest import free_port, moderation_serve, wait_http
 from tests.images import jpeg, near_copy, photo
 
 pytestmark = pytest.mark.integration
@@ -25,26 +25,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
     var = tmp_path_factory.mktemp("serve-var")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODERATION_")}
     env["MODERATION_VAR_DIR"] = str(var)
-    port = free_port()
-    log = (var / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moderation", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=var,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(base + "/healthz", timeout=60)
+    with moderation_serve(var, env) as base:
         yield base, env
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
     assert not (Path(var) / "embedded-redis.json").exists(), "embedded Redis left running"
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from moderation import video_jobs, webhooks
+from moderation import anchoring, video_jobs, webhooks
 from moderation.errors import ModerationError, TaskTimeout
 from moderation.runtime import get_runtime
 from moderation.service import error_result, moderate_payload, record_failure
@@ -82,3 +82,15 @@ def deliver_webhook(self, delivery_id: int) -> str:  # type: ignore[no-untyped-d
         return webhooks.deliver(rt, int(delivery_id), final_attempt=final)
     except webhooks.DeliveryFailed as exc:
         raise self.retry(exc=exc, countdown=min(300.0, 2.0**self.request.retries)) from exc
+
+
+# A cycle is seconds; the first in a process also replays the embedded chain's journal.
+@app.task(name="moderation.anchor.run", acks_late=False, soft_time_limit=240, time_limit=300)
+def anchor_run() -> dict[str, Any]:
+    """One anchoring cycle (periodic, ``anchor`` queue): cut due batches, send their roots,
+    follow open batches to confirmed. A lost tick is harmless: the next does the same."""
+    try:
+        return anchoring.run_periodic(get_settings())
+    except ModerationError as exc:
+        log.error("anchoring: %s", exc.message)
+        return {"error": exc.to_dict()}

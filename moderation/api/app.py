@@ -86,12 +86,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             headers=exc.headers,
         )
 
-    from moderation.api import admin, banks, moderate, ops
+    from moderation.api import admin, banks, moderate, ops, receipts
 
     app.include_router(moderate.router)
     app.include_router(banks.router)
     app.include_router(admin.router)
     app.include_router(ops.router)
+    app.include_router(receipts.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_payload_bytes)
 
     @app.middleware("http")

@@ -8,6 +8,7 @@ import click
 
 from moderation.cli.banks import bank, match
 from moderation.cli.ops import bench, db_group, demo, keys
+from moderation.cli.provenance import anchor, chain_group, verify
 from moderation.cli.run import moderate, serve, worker
 from moderation.cli.text import classify, eval_group
 from moderation.cli.train import train
@@ -20,11 +21,12 @@ def cli() -> None:
     """Content moderation and copyright service."""
 
 
-for command in (serve, worker, moderate, bank, match, keys, db_group, demo, bench):
+for command in (serve, worker, moderate, bank, match, keys, db_group, demo, bench, anchor, verify):
     cli.add_command(command)
 cli.add_command(classify)
 cli.add_command(eval_group)
 cli.add_command(train)
+cli.add_command(chain_group)
 
 
 def main() -> None:

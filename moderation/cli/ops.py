@@ -246,3 +246,23 @@ def bench_video(
             progress=None if as_json else click.echo,
         )
     emit(report, as_json, format_table(report))
+
+
+@bench.command("anchor")
+@click.option("--leaves", default=100_000, show_default=True, help="Leaves anchored end to end.")
+@click.option(
+    "--verify-rounds", default=10_000, show_default=True, help="Offline verifications timed."
+)
+@click.option("--confirmations", default=3, show_default=True, help="Blocks until confirmed.")
+@json_option
+def bench_anchor(leaves: int, verify_rounds: int, confirmations: int, as_json: bool) -> None:
+    """Provenance on the embedded chain (scratch database and chain): leaves per second from
+    registration to confirmed, receipts, offline verification time, gas per batch."""
+    from moderation.bench_anchor import run_anchor_bench
+
+    if leaves < 1 or verify_rounds < 100 or confirmations < 1:
+        raise click.BadParameter("--leaves >= 1, --verify-rounds >= 100, --confirmations >= 1")
+    result = run_anchor_bench(
+        leaves=leaves, verify_rounds=verify_rounds, confirmations=confirmations
+    )
+    emit(result, as_json, result["summary"])

@@ -48,7 +48,10 @@ def serve(host: str, port: int, concurrency: int | None, no_worker: bool) -> Non
     proc = None
     if not no_worker:
         proc = start_worker(
-            s.redis_url or "", concurrency=concurrency or s.worker_concurrency, pool=s.worker_pool
+            s.redis_url or "",
+            concurrency=concurrency or s.worker_concurrency,
+            pool=s.worker_pool,
+            beat=True,
         )
     try:
         click.echo(f"API on http://{host}:{port} (OpenAPI at /docs)", err=True)
@@ -68,8 +71,19 @@ def serve(host: str, port: int, concurrency: int | None, no_worker: bool) -> Non
 @click.option("--queues", "-Q", default="moderate,video,anchor,maintenance", show_default=True)
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
 @click.option("--hostname", "-n", default=None, help="Worker node name (default: unique).")
+@click.option(
+    "--beat",
+    "-B",
+    is_flag=True,
+    help="Also run the periodic tasks (anchoring); start exactly one worker with it.",
+)
 def worker(
-    concurrency: int | None, pool: str | None, queues: str, loglevel: str, hostname: str | None
+    concurrency: int | None,
+    pool: str | None,
+    queues: str,
+    loglevel: str,
+    hostname: str | None,
+    beat: bool,
 ) -> None:
     """Run a Celery worker (scale out by running more, on more machines)."""
     import os
@@ -97,9 +111,11 @@ def worker(
         get_runtime()  # warm: load banks and lists before the first task
     from workers.app import app
 
+    beat_args = ["--beat", "--schedule", str(s.var_dir / "celerybeat-schedule")] if beat else []
     app.worker_main(
         [
             "worker",
+            *beat_args,
             "-Q",
             queues,
             "-c",

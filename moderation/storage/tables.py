@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -226,3 +227,61 @@ class AuditEventRow(Base):
     subject_type: Mapped[str] = mapped_column(String(32))
     subject_id: Mapped[str] = mapped_column(String(256))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class AnchorBatchRow(Base):
+    """One Merkle root and the transaction that anchors it: pending (signed, maybe sent),
+    included (in a block), confirmed (enough blocks on top). A reorg sends it back to pending
+    and the same root (the same signed transaction where possible) is anchored again."""
+
+    __tablename__ = "anchor_batches"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    root: Mapped[str] = mapped_column(String(66), index=True)
+    leaf_count: Mapped[int] = mapped_column(Integer)
+    # The batch's leaf hashes in tree order (32 bytes each): proofs are rebuilt from these.
+    leaf_hashes: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending|included|confirmed
+    chain_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    contract: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    signer: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    nonce: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True, index=True)
+    raw_tx: Mapped[str | None] = mapped_column(Text, nullable=True)
+    block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    block_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    log_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    anchored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    gas_used: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    reorgs: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AnchorLeafRow(Base):
+    """One work's or item's originality hashes, waiting for (or placed in) a batch."""
+
+    __tablename__ = "anchor_leaves"
+    __table_args__ = (Index("ix_anchor_leaves_status_id", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # The work or item id; one leaf per subject (registering it again returns the first).
+    subject_id: Mapped[str] = mapped_column(String(256), unique=True)
+    owner: Mapped[str] = mapped_column(String(256), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    # The canonical leaf encoding (chain.leaf), salt included: the receipt's leaf.
+    preimage: Mapped[str] = mapped_column(Text)
+    salt: Mapped[str] = mapped_column(String(64))
+    leaf_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # pending | batched | confirmed
+    # Its batch; a batch's leaves are in id order in its tree.
+    batch_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("anchor_batches.id"), nullable=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
