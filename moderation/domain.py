@@ -73,6 +73,8 @@ class Match(BaseModel):
     # upload matched in time, 0..1, and each part of it that plays part of the reference.
     score: float | None = Field(default=None, exclude_if=lambda v: v is None)
     segments: list[Segment] | None = Field(default=None, exclude_if=lambda v: v is None)
+    # A rights holder's reference work this entry belongs to (moderation.works), if any.
+    work_id: str | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class Verdict(BaseModel):

@@ -20,12 +20,15 @@ from moderation.policy import BankHit, Signal, decide
 from moderation.runtime import LoadedImageModel, LoadedTextModel, Runtime
 from moderation.settings import Settings
 from moderation.text_matching import text_bank_hits
+from moderation.works import name_works_of
 
 
 @dataclass
 class MediaHashes:
     media_index: int
     hashes: ImageHashes
+    # The decoded (reduced) picture, kept so an item sent to review can show a preview.
+    image: Image.Image | None = None
 
     @property
     def matchable(self) -> bool:
@@ -274,7 +277,7 @@ def analyse(rt: Runtime, item: Item) -> Analysis:
             variants = [HashVariant("plain", hashes.pdq, hashes.pdq_quality)]
         later = later_frames(data, decoded, limits) if decoded.frames > 1 else []
         variants += frame_variants(later)
-        out.media.append(MediaHashes(i, hashes))
+        out.media.append(MediaHashes(i, hashes, decoded.image))
         matchable = [v for v in variants if v.quality >= PDQ_MIN_QUALITY]
         if matchable:
             out.hits.extend(
@@ -306,7 +309,8 @@ def analyse_thumbnail(
     info, frame = thumbnail(data, video_limits_from(rt.settings), name)
     if frame is not None:
         pdq, quality = frame.pdq, frame.quality
-        out.media.append(MediaHashes(media_index, hash_image(frame.image, pdq=(pdq, quality))))
+        hashes = hash_image(frame.image, pdq=(pdq, quality))
+        out.media.append(MediaHashes(media_index, hashes, frame.image))
         if quality >= PDQ_MIN_QUALITY:
             out.hits.extend(
                 rt.banks.match_pdq_many(
@@ -356,7 +360,7 @@ def moderate(rt: Runtime, item: Item, *, started: float | None = None) -> tuple[
         decision=decision,
         categories=outcome.categories,
         reasons=reasons,
-        matches=outcome.matches,
+        matches=name_works_of(rt, outcome.matches),
         policy_version=rt.policy.version,
         latency_ms=round((time.perf_counter() - started) * 1000, 3),
     )

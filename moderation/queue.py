@@ -15,6 +15,8 @@ MODERATE_TASK = "moderation.moderate"
 VIDEO_TASK = "moderation.moderate_video"
 WEBHOOK_TASK = "moderation.maintenance.deliver_webhook"
 ANCHOR_TASK = "moderation.anchor.run"
+RETRO_SCAN_TASK = "moderation.maintenance.retro_scan"
+RESTORE_TASK = "moderation.maintenance.restore_due"
 QUEUES = ("moderate", "video", "anchor", "maintenance")
 ROUTES = {
     "moderation.moderate": {"queue": "moderate"},
@@ -64,7 +66,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "schedule": settings.anchor_tick_s,
                 # A tick nobody took in time is dropped: the next one does the same work.
                 "options": {"queue": "anchor", "expires": max(1.0, settings.anchor_tick_s)},
-            }
+            },
+            # Countered takedowns whose business-day wait is over come back online.
+            "restore-due": {
+                "task": RESTORE_TASK,
+                "schedule": 300.0,
+                "options": {"queue": "maintenance", "expires": 300.0},
+            },
         },
     }
 
@@ -121,3 +129,8 @@ def send_video_job(content_id: str) -> None:
 def send_webhook(delivery_id: int) -> None:
     """Queue one webhook delivery (``maintenance`` queue; retried with backoff)."""
     client().send_task(WEBHOOK_TASK, args=[delivery_id])
+
+
+def send_retro_scan(work_id: str, after_id: int = 0) -> None:
+    """Queue the next batch of a work's retroactive scan (``maintenance`` queue)."""
+    client().send_task(RETRO_SCAN_TASK, args=[work_id, after_id])

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -16,12 +17,15 @@ from moderation.domain import Item, Verdict
 from moderation.errors import InputTooLarge, InvalidInput, ModerationError
 from moderation.pipeline import Analysis, moderate
 from moderation.queue import send_video_job
+from moderation.review_media import keep_previews
 from moderation.runtime import Runtime
 from moderation.settings import Limits
 from moderation.storage.tables import ItemHashRow, ItemRow, VideoJobRow
+from moderation.strikes import check_uploads_allowed
 from moderation.text_matching import TEXT_MEDIA_INDEX, item_simhash
 from moderation.verdicts import add_verdict, load_verdict
 from moderation.video_jobs import create_job
+from moderation.works import record_upload_matches
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +128,7 @@ def _store(s: Session, item: Item, verdict: Verdict, analysis: Analysis) -> None
     row.attempts = (row.attempts or 0) + 1
     s.flush()
     add_verdict(s, verdict)
+    record_upload_matches(s, verdict)
     for mh in analysis.media:
         h = mh.hashes
         for signal_type, value, quality in (
@@ -141,6 +146,8 @@ def _store(s: Session, item: Item, verdict: Verdict, analysis: Analysis) -> None
             )
     if analysis.videos:
         create_job(s, item.content_id, analysis)
+    if verdict.decision == "review" or analysis.videos:
+        keep_previews(s, item, analysis)
     # The text's SimHash (cached from matching), so a reviewer's decision can bank it.
     text_hash = item_simhash(item.text) if item.text else None
     if text_hash is not None:
@@ -160,6 +167,12 @@ def moderate_and_store(rt: Runtime, item: Item, *, queue_video: bool = True) -> 
     started = time.perf_counter()
     with rt.session() as s:
         stored = load_verdict(s, item.content_id)
+        if stored is None:
+            # Repeat infringers (moderation.strikes): a new upload is refused, a stored one
+            # is still answered.
+            check_uploads_allowed(
+                s, item.uploader_id, datetime.now(UTC), rt.settings.strikes_to_suspend
+            )
         job = s.get(VideoJobRow, item.content_id) if stored is not None else None
         requeue = job is not None and job.status == "queued"
     if stored is not None:

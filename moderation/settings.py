@@ -39,6 +39,31 @@ class Limits(BaseSettings):
     fetch_timeout_s: float = 5.0
 
 
+class ReviewSettings(BaseSettings):
+    """Review queues: the priority formula's weights, lease length, console sessions.
+
+    priority = severity_weight * severity + reach_weight * log10(1 + reach)
+               + age_weight_per_hour * hours waiting
+    """
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    severity_weight: float = Field(default=10.0, ge=0)
+    reach_weight: float = Field(default=1.0, ge=0)
+    age_weight_per_hour: float = Field(default=0.5, ge=0)
+    # Severity of a category's score (0..1) is multiplied by this; unlisted categories: 1.
+    category_severity: dict[str, float] = Field(default_factory=dict)
+    # A bank match sent to review counts as this severe.
+    bank_match_severity: float = Field(default=0.8, ge=0)
+    lease_seconds: float = Field(default=600.0, gt=0, le=24 * 3600)
+    console_session_hours: float = Field(default=8.0, gt=0, le=24 * 7)
+    # Bulk decisions touch at most this many items per request.
+    max_bulk_items: int = Field(default=200, ge=1, le=10_000)
+    # Videos of items sent to review are kept for playback up to this size (MP4 and WebM,
+    # which browsers play); larger ones show their thumbnail only. 0 keeps none.
+    max_clip_bytes: int = Field(default=50 * 1024 * 1024, ge=0)
+
+
 def _config_file() -> Path | None:
     explicit = os.environ.get("MODERATION_CONFIG")
     if explicit:
@@ -134,6 +159,24 @@ class Settings(BaseSettings):
     anchor_priority_fee_gwei: float | None = Field(default=None, ge=0)
     # Failed sends are retried after 2, 4, 8 ... seconds, at most this long apart.
     anchor_max_backoff_s: float = Field(default=300.0, gt=0)
+
+    # --- copyright (works, claims, strikes; moderation/claims.py) ---
+    # A claim the service cannot verify by itself is reviewed within this many hours.
+    claim_review_hours: float = Field(default=24.0, gt=0)
+    # DMCA 512(g): a countered item comes back after 10 to 14 business days unless the
+    # claimant reports a court action; this is the wait, in business days.
+    counter_notice_restore_business_days: int = Field(default=10, ge=10, le=14)
+    # Verification: the largest PDQ distance (of 256 bits) that counts as a strong match.
+    claim_strong_pdq_distance: int = Field(default=31, ge=0, le=128)
+    claim_strong_simhash_distance: int = Field(default=3, ge=0, le=64)
+    # Repeat infringers: strikes last this long; this many live strikes suspend uploads.
+    strike_expiry_days: int = Field(default=90, ge=1)
+    strikes_to_suspend: int = Field(default=3, ge=1)
+    # Retroactive scans read stored item hashes in batches of this many rows.
+    retro_scan_batch: int = Field(default=5000, ge=100)
+
+    # --- human review (moderation/review_queue.py, the console) ---
+    review: ReviewSettings = Field(default_factory=lambda: ReviewSettings())
 
     log_level: str = "INFO"
 

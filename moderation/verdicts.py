@@ -9,7 +9,8 @@ from sqlalchemy.orm import Session
 
 from moderation.domain import Verdict
 from moderation.errors import NotFound
-from moderation.storage.tables import VerdictRow
+from moderation.review_queue import queue_verdict
+from moderation.storage.tables import ItemRow, VerdictRow
 
 
 def _fields(verdict: Verdict) -> dict[str, Any]:
@@ -42,6 +43,12 @@ def load_verdict(session: Session, content_id: str) -> Verdict | None:
 def add_verdict(session: Session, verdict: Verdict) -> None:
     """Store an item's first verdict (a second one for the same id fails on flush)."""
     session.add(VerdictRow(content_id=verdict.content_id, **_fields(verdict)))
+    # A video item's first verdict is provisional: it is queued when the final one replaces it.
+    # (Only a review verdict needs the queue: a new item waits in none yet.)
+    if verdict.decision == "review":
+        item = session.get(ItemRow, verdict.content_id)
+        if item is None or item.status != "pending":
+            queue_verdict(session, verdict)
 
 
 def replace_verdict(session: Session, verdict: Verdict) -> None:
@@ -51,3 +58,4 @@ def replace_verdict(session: Session, verdict: Verdict) -> None:
         raise NotFound(f"item {verdict.content_id!r} has no first verdict", field="content_id")
     for name, value in _fields(verdict).items():
         setattr(row, name, value)
+    queue_verdict(session, verdict)

@@ -27,10 +27,12 @@ from moderation.matching import load_reference_frames
 from moderation.media import load_media
 from moderation.pipeline import Analysis
 from moderation.policy import BankHit, Signal, decide
+from moderation.review_media import keep_clips
 from moderation.runtime import Runtime
 from moderation.storage.tables import ItemHashRow, ItemRow, VideoJobRow
 from moderation.verdicts import load_verdict, replace_verdict
 from moderation.video import VideoAnalysis, analyse_video, video_limits_from, video_media_policy
+from moderation.works import name_works_of, record_upload_matches
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,7 @@ def run_job(rt: Runtime, content_id: str) -> dict[str, Any]:
     models = rt.image_models() if rt.policy.enabled_image_models else []
 
     duration = 0.0
+    clips: dict[int, bytes] = {}
 
     def progress(fraction: float) -> None:
         nonlocal last_write
@@ -122,6 +125,8 @@ def run_job(rt: Runtime, content_id: str) -> dict[str, Any]:
         duration = max(m.get("duration_s") or 0.0, 0.001)
         try:
             data = load_media(MediaRef(**m["ref"]), policy, field=f"media[{index}]")
+            if len(data) <= rt.settings.review.max_clip_bytes:
+                clips[index] = data  # playable in the review console if the item goes there
             results.append(
                 analyse_video(
                     data,
@@ -141,6 +146,10 @@ def run_job(rt: Runtime, content_id: str) -> dict[str, Any]:
         done += duration
     verdict = _final_verdict(rt, content_id, base, results, error)
     _store_final(rt, content_id, verdict, results, error)
+    if verdict.decision == "review" and clips:
+        # Its own transaction: losing it (a crash right here) only costs playback.
+        with rt.session() as s:
+            keep_clips(s, content_id, clips)
     webhooks.enqueue(rt, "verdict.final", content_id, verdict.model_dump())
     return verdict.model_dump()
 
@@ -189,7 +198,7 @@ def _final_verdict(
         decision=decision,
         categories=outcome.categories,
         reasons=reasons,
-        matches=outcome.matches,
+        matches=name_works_of(rt, outcome.matches),
         policy_version=rt.policy.version,
         latency_ms=round(latency, 3),
     )
@@ -204,6 +213,7 @@ def _store_final(
 ) -> None:
     with rt.session() as s:
         replace_verdict(s, verdict)
+        record_upload_matches(s, verdict)
         item = s.get(ItemRow, content_id)
         if item is not None:
             item.status = "done"

@@ -7,7 +7,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from moderation import anchoring, video_jobs, webhooks
+from moderation import anchoring, claims, retro_scan, video_jobs, webhooks
 from moderation.errors import ModerationError, TaskTimeout
 from moderation.runtime import get_runtime
 from moderation.service import error_result, moderate_payload, record_failure
@@ -94,3 +94,15 @@ def anchor_run() -> dict[str, Any]:
     except ModerationError as exc:
         log.error("anchoring: %s", exc.message)
         return {"error": exc.to_dict()}
+
+
+@app.task(name="moderation.maintenance.retro_scan", acks_late=True)
+def retro_scan_batch(work_id: str, after_id: int = 0) -> dict[str, Any]:
+    """One batch of a new work's scan of accepted items; queues the next batch itself."""
+    return retro_scan.run_step(get_settings(), str(work_id), int(after_id))
+
+
+@app.task(name="moderation.maintenance.restore_due", acks_late=True)
+def restore_due_claims() -> dict[str, Any]:
+    """Restore countered takedowns whose wait is over (periodic)."""
+    return claims.run_restore_due(get_settings())

@@ -93,6 +93,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(ops.router)
     app.include_router(receipts.router)
+    # Human review: the /v1/review API, the console at /console, queue gauges on /metrics.
+    from moderation import review_metrics
+    from moderation.api import console, review
+
+    app.include_router(review.router)
+    app.include_router(console.router)
+    app.mount("/console/static", console.static_files, name="console-static")
+    review_metrics.register_queue_collector(settings.resolved_database_url)
+    # Copyright: rights holders' works and claims, uploaders' appeals.
+    from moderation.api import appeals, claims, works
+
+    app.include_router(works.router)
+    app.include_router(claims.router)
+    app.include_router(appeals.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_payload_bytes)
 
     @app.middleware("http")

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from moderation import metrics
 from moderation.api.deps import get_session, get_settings_dep, require
+from moderation.claims import item_restriction
 from moderation.domain import Verdict
 from moderation.errors import InvalidInput, NotFound, http_status_for_code
 from moderation.keys import Principal
@@ -71,6 +72,7 @@ def get_item(
     if item is None:
         raise NotFound(f"no item {content_id!r}", field="content_id")
     verdict = load_verdict(session, content_id)
+    restriction = item_restriction(session, content_id)
     return {
         "content_id": item.content_id,
         "uploader_id": item.uploader_id,
@@ -82,4 +84,8 @@ def get_item(
         "received_at": item.received_at.isoformat(),
         "video": job_status(session, content_id),
         "verdict": None if verdict is None else verdict.model_dump(),
+        # Copyright (moderation.claims): a takedown keeping the item offline, with its
+        # statement of reasons; null when it is online.
+        "removed": restriction is not None,
+        "restriction": restriction,
     }

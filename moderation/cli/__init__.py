@@ -7,6 +7,7 @@ import sys
 import click
 
 from moderation.cli.banks import bank, match
+from moderation.cli.copyright import claims_group, works_group
 from moderation.cli.ops import bench, db_group, demo, keys
 from moderation.cli.provenance import anchor, chain_group, verify
 from moderation.cli.run import moderate, serve, worker
@@ -27,6 +28,8 @@ cli.add_command(classify)
 cli.add_command(eval_group)
 cli.add_command(train)
 cli.add_command(chain_group)
+cli.add_command(works_group)
+cli.add_command(claims_group)
 
 
 def main() -> None:

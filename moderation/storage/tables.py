@@ -285,3 +285,217 @@ class AnchorLeafRow(Base):
         BigId, ForeignKey("anchor_batches.id"), nullable=True, index=True
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# --- human review (issue #8): queues, leases, grants, decisions, console sessions ----------
+
+
+class ReviewItemRow(Base):
+    """An item waiting in (or decided out of) one review queue; at most one lease at a time."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (
+        UniqueConstraint("content_id", "queue"),
+        Index("ix_review_items_queue_status_rank", "queue", "status", "rank"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    content_id: Mapped[str] = mapped_column(
+        String(256), ForeignKey("items.content_id", ondelete="CASCADE"), index=True
+    )
+    # category:<name> | bank:<name> | claims | appeals | counter-notices | escalations
+    queue: Mapped[str] = mapped_column(String(160))
+    status: Mapped[str] = mapped_column(String(16))  # open | decided
+    severity: Mapped[float] = mapped_column(Float, default=0.0)
+    reach: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Priority minus the age term's growth (see review_queue.rank): order by it, highest first.
+    rank: Mapped[float] = mapped_column(Float, default=0.0)
+    entered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    lease_key_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    leases: Mapped[int] = mapped_column(Integer, default=0)
+    expiries: Mapped[int] = mapped_column(Integer, default=0)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ReviewSkipRow(Base):
+    """A reviewer passed on an item: it is not offered to them again."""
+
+    __tablename__ = "review_skips"
+    __table_args__ = (UniqueConstraint("review_item_id", "key_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    review_item_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("review_items.id", ondelete="CASCADE")
+    )
+    key_id: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReviewGrantRow(Base):
+    """A reviewer key may work a queue ("*" grants every queue)."""
+
+    __tablename__ = "review_grants"
+    __table_args__ = (UniqueConstraint("key_id", "queue"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    queue: Mapped[str] = mapped_column(String(160))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReviewDecisionRow(Base):
+    """One reviewer's decision on one queued item: actions, policy reason, statement."""
+
+    __tablename__ = "review_decisions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    review_item_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("review_items.id", ondelete="CASCADE"), index=True
+    )
+    content_id: Mapped[str] = mapped_column(String(256), index=True)
+    queue: Mapped[str] = mapped_column(String(160))
+    reviewer_key_id: Mapped[int] = mapped_column(Integer, index=True)
+    reviewer: Mapped[str] = mapped_column(String(128))
+    outcome: Mapped[str] = mapped_column(String(32))  # the decisive action
+    actions: Mapped[list[Any]] = mapped_column(default=list)
+    policy: Mapped[str] = mapped_column(String(128))
+    note: Mapped[str] = mapped_column(Text, default="")
+    statement: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Quality control: the earlier decision on the same item this one agrees with or overturns.
+    previous_decision_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    agrees: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    decided_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
+
+
+class ConsoleSessionRow(Base):
+    """A reviewer console sign-in: the cookie's SHA-256 and its CSRF token."""
+
+    __tablename__ = "console_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# --- copyright (issue #7): works, claims, strikes, appeals -------------------------------
+
+
+class WorkRow(Base):
+    """A rights holder's reference work: an entry in the holder's reference bank."""
+
+    __tablename__ = "works"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The rights holder's API key name (as the receipts route matches it).
+    owner: Mapped[str] = mapped_column(String(256), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # image | video | text
+    title: Mapped[str] = mapped_column(String(512), default="")
+    policy: Mapped[str] = mapped_column(String(16))  # block | review | track
+    territories: Mapped[list[Any]] = mapped_column(default=list)
+    bank: Mapped[str] = mapped_column(String(128))
+    entry_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    # The work's fingerprint for scans and claim verification: [{signal, value, at_ms}].
+    hashes: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | removed
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ClaimRow(Base):
+    """A holder's claim on an item: a takedown notice, or a match found at upload or by a scan."""
+
+    __tablename__ = "claims"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(256), index=True)
+    work_id: Mapped[str] = mapped_column(String(64), ForeignKey("works.id"), index=True)
+    content_id: Mapped[str] = mapped_column(String(256), index=True)
+    origin: Mapped[str] = mapped_column(String(16))  # notice | scan | upload
+    # detected | tracked | matched | needs_review | taken_down | rejected | countered |
+    # restored | court_action
+    state: Mapped[str] = mapped_column(String(24), index=True)
+    notice: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    verification: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    match: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    taken_down_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    statement: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    counter_notice: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    countered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    restore_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    restored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    court_action_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class StrikeRow(Base):
+    """One copyright strike against an uploader; strikes past ``expires_at`` no longer count."""
+
+    __tablename__ = "strikes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    uploader_id: Mapped[str] = mapped_column(String(256), index=True)
+    claim_id: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AppealRow(Base):
+    """An uploader's appeal of a moderation decision (DSA Art. 20), decided by another person."""
+
+    __tablename__ = "appeals"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content_id: Mapped[str] = mapped_column(String(256), index=True)
+    claim_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    uploader_id: Mapped[str] = mapped_column(String(256))
+    reason: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # open | upheld | reversed
+    # Who made the appealed decision: they may not decide the appeal.
+    original_decider: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    decision_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ReviewMediaRow(Base):
+    """A reduced JPEG of an image (or a video's thumbnail) of an item sent to review: what the
+    console shows. Only items sent to review keep one; the upload itself is never served."""
+
+    __tablename__ = "review_media"
+    __table_args__ = (UniqueConstraint("content_id", "media_index"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    content_id: Mapped[str] = mapped_column(
+        String(256), ForeignKey("items.content_id", ondelete="CASCADE"), index=True
+    )
+    media_index: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # image | video (its thumbnail)
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ReviewClipRow(Base):
+    """A video of an item in review, kept (MP4 or WebM, bounded) so a reviewer can play it."""
+
+    __tablename__ = "review_clips"
+    __table_args__ = (UniqueConstraint("content_id", "media_index"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    content_id: Mapped[str] = mapped_column(
+        String(256), ForeignKey("items.content_id", ondelete="CASCADE"), index=True
+    )
+    media_index: Mapped[int] = mapped_column(Integer)
+    mime: Mapped[str] = mapped_column(String(32))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
