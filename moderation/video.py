@@ -189,6 +189,21 @@ def fingerprint_reference(
     )
 
 
+def load_reference(
+    data_b64: str | None, uri: str | None, settings: Settings, field_name: str
+) -> tuple[bytes, VideoInfo, list[FrameHash]]:
+    """A reference video given inline or by URI, fetched under the video media policy, with
+    its fingerprint (bank entries and rights holders' works both come in this way)."""
+    from moderation.domain import MediaRef
+    from moderation.media import load_media
+
+    ref = MediaRef(kind="video", data_b64=data_b64, uri=uri)
+    policy = video_media_policy(MediaPolicy.from_settings(settings), settings)
+    data = load_media(ref, policy, field=field_name)
+    info, frames = fingerprint_reference(data, video_limits_from(settings), field_name)
+    return data, info, frames
+
+
 def add_video_entry(
     session: Session, bank: BankRow, frames: Sequence[FrameHash], note: str, source: str
 ) -> int:

@@ -122,17 +122,10 @@ def register_work(
         sha256 = hashlib.sha256(text.encode()).hexdigest()
         hashes.append({"signal": "simhash", "value": value, "at_ms": None})
     elif body.kind == "video":
-        from moderation.video import (
-            add_video_entry,
-            fingerprint_reference,
-            video_limits_from,
-            video_media_policy,
-        )
+        from moderation.video import add_video_entry, load_reference
 
-        ref = MediaRef(kind="video", data_b64=body.data_b64, uri=body.uri)
-        policy = video_media_policy(MediaPolicy.from_settings(settings), settings)
-        data = load_media(ref, policy, field="data_b64" if body.data_b64 else "uri")
-        _, frames = fingerprint_reference(data, video_limits_from(settings), "data_b64")
+        field = "data_b64" if body.data_b64 else "uri"
+        data, _, frames = load_reference(body.data_b64, body.uri, settings, field)
         entry_id = add_video_entry(session, bank, frames, body.title, source)
         sha256 = hashlib.sha256(data).hexdigest()
         hashes.extend(

@@ -151,17 +151,9 @@ def add_entry(
         audit.record(session, who.name, "bank.entry.add", "bank", name, entry_id=entry_id)
         return {"bank": name, "entry_id": entry_id, "simhash": value, "quality": body.quality}
     if bank.kind == "video" and body.pdq is None:
-        from moderation.video import (
-            add_video_entry,
-            fingerprint_reference,
-            video_limits_from,
-            video_media_policy,
-        )
+        from moderation.video import add_video_entry, load_reference
 
-        ref = MediaRef(kind="video", data_b64=body.data_b64, uri=body.uri)
-        policy = video_media_policy(MediaPolicy.from_settings(settings), settings)
-        data = load_media(ref, policy, field="entry")
-        info, frames = fingerprint_reference(data, video_limits_from(settings), "entry")
+        _, info, frames = load_reference(body.data_b64, body.uri, settings, "entry")
         entry_id = add_video_entry(session, bank, frames, body.note, who.name)
         audit.record(session, who.name, "bank.entry.add", "bank", name, entry_id=entry_id)
         return {

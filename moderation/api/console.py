@@ -24,12 +24,11 @@ from moderation import (
     console_sessions,
     review_decisions,
     review_detail,
-    review_media,
     review_metrics,
     review_queue,
 )
 from moderation.api.deps import get_session, get_settings_dep
-from moderation.api.review import MEDIA_HEADERS
+from moderation.api.review import media_response
 from moderation.console_sessions import ConsoleSession
 from moderation.errors import Forbidden, InvalidInput, ModerationError, NotFound, Unauthorized
 from moderation.review_decisions import DecisionInput, ReviewAction
@@ -240,11 +239,7 @@ def item_media(
     item_id: int, media_index: int, request: Request, session: Session = Depends(get_session)
 ) -> Response:
     current = console_sessions.resolve(session, request.cookies.get(COOKIE))
-    row = review_queue.get_review_item(session, item_id, _granted(session, current))
-    found = review_media.preview(session, row.content_id, media_index)
-    if found is None:
-        raise NotFound(f"item has no preview for media {media_index}", field="media_index")
-    return Response(found.jpeg, media_type="image/jpeg", headers=MEDIA_HEADERS)
+    return media_response(session, item_id, _granted(session, current), media_index, clip=False)
 
 
 @router.get("/items/{item_id}/clips/{media_index}")
@@ -252,11 +247,7 @@ def item_clip(
     item_id: int, media_index: int, request: Request, session: Session = Depends(get_session)
 ) -> Response:
     current = console_sessions.resolve(session, request.cookies.get(COOKIE))
-    row = review_queue.get_review_item(session, item_id, _granted(session, current))
-    found = review_media.clip(session, row.content_id, media_index)
-    if found is None:
-        raise NotFound(f"item has no playable video at media {media_index}", field="media_index")
-    return Response(found.data, media_type=found.mime, headers=MEDIA_HEADERS)
+    return media_response(session, item_id, _granted(session, current), media_index, clip=True)
 
 
 def _decision_from(form: dict[str, list[str]]) -> DecisionInput:

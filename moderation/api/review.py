@@ -31,6 +31,25 @@ MEDIA_HEADERS = {
 }
 
 
+def media_response(
+    session: Session, item_id: int, granted_queues: set[str] | None, media_index: int, *, clip: bool
+) -> Response:
+    """A granted review item's preview (re-encoded JPEG) or playable video, with safe headers:
+    the one way the API and the console serve an item's media."""
+    row = review_queue.get_review_item(session, item_id, granted_queues)
+    if clip:
+        video = review_media.clip(session, row.content_id, media_index)
+        if video is None:
+            raise NotFound(
+                f"item has no playable video at media {media_index}", field="media_index"
+            )
+        return Response(video.data, media_type=video.mime, headers=MEDIA_HEADERS)
+    found = review_media.preview(session, row.content_id, media_index)
+    if found is None:
+        raise NotFound(f"item has no preview for media {media_index}", field="media_index")
+    return Response(found.jpeg, media_type="image/jpeg", headers=MEDIA_HEADERS)
+
+
 class BulkDecision(BaseModel):
     model_config = ConfigDict(extra="forbid")
     items: list[int] = Field(min_length=1)
@@ -109,11 +128,7 @@ def get_media(
     principal: Principal = Depends(reviewers),
 ) -> Response:
     """A preview of the item's media (a re-encoded JPEG, never the upload itself)."""
-    row = review_queue.get_review_item(session, item_id, granted(session, principal))
-    found = review_media.preview(session, row.content_id, media_index)
-    if found is None:
-        raise NotFound(f"item has no preview for media {media_index}", field="media_index")
-    return Response(found.jpeg, media_type="image/jpeg", headers=MEDIA_HEADERS)
+    return media_response(session, item_id, granted(session, principal), media_index, clip=False)
 
 
 @router.get("/items/{item_id}/clips/{media_index}")
@@ -124,11 +139,7 @@ def get_clip(
     principal: Principal = Depends(reviewers),
 ) -> Response:
     """A video of the item (MP4 or WebM as uploaded, within max_clip_bytes), to play."""
-    row = review_queue.get_review_item(session, item_id, granted(session, principal))
-    found = review_media.clip(session, row.content_id, media_index)
-    if found is None:
-        raise NotFound(f"item has no playable video at media {media_index}", field="media_index")
-    return Response(found.data, media_type=found.mime, headers=MEDIA_HEADERS)
+    return media_response(session, item_id, granted(session, principal), media_index, clip=True)
 
 
 @router.post("/items/{item_id}/lease")
