@@ -13,7 +13,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from moderation.errors import Forbidden, Unauthorized
-from moderation.keys import Principal, authenticate
+from moderation.keys import Principal, authenticate, key_is_live
 from moderation.review_queue import utc
 from moderation.storage.tables import ApiKeyRow, ConsoleSessionRow
 
@@ -58,9 +58,9 @@ def resolve(session: Session, token: str | None) -> ConsoleSession:
     if row is None or utc(row.expires_at) <= datetime.now(UTC):
         raise Unauthorized("your console session has ended: sign in again")
     key = session.scalar(select(ApiKeyRow).where(ApiKeyRow.id == row.key_id))
-    if key is None or key.revoked_at is not None or key.role not in CONSOLE_ROLES:
+    if key is None or not key_is_live(key) or key.role not in CONSOLE_ROLES:
         raise Unauthorized("your console session has ended: sign in again")
-    return ConsoleSession(Principal(key.id, key.name, key.role), row.csrf_token)
+    return ConsoleSession(Principal(key.id, key.name, key.role, key.rate_limit), row.csrf_token)
 
 
 def check_csrf(current: ConsoleSession, sent: str | None) -> None:

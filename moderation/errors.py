@@ -14,6 +14,8 @@ class ModerationError(Exception):
 
     code = "internal_error"
     http_status = 500
+    # Extra HTTP response headers (RateLimited's Retry-After); None for most errors.
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, *, field: str | None = None, **detail: Any) -> None:
         super().__init__(message)
@@ -91,6 +93,17 @@ class Unauthorized(ModerationError):
 class Forbidden(ModerationError):
     code = "forbidden"
     http_status = 403
+
+
+class RateLimited(ModerationError):
+    """An API key spent its rate limit; ``headers`` carries Retry-After for the HTTP reply."""
+
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after_s: int, **detail: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **detail)
+        self.headers = {"Retry-After": str(retry_after_s)}
 
 
 class ConfigError(ModerationError):

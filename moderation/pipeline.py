@@ -16,6 +16,7 @@ from models.text_normalize import normalize
 from moderation.domain import Item, MediaRef, Reason, Verdict
 from moderation.errors import UnsupportedMedia, from_signal_error
 from moderation.media import load_media
+from moderation.metrics import timed_model
 from moderation.policy import BankHit, Signal, decide
 from moderation.runtime import LoadedImageModel, LoadedTextModel, Runtime
 from moderation.settings import Settings
@@ -158,10 +159,14 @@ def classify_normalized(
 
     A text too long for a model's windows is an ``input_too_large`` error on ``text``.
     """
+    out: list[list[dict[str, float]]] = []
     try:
-        return [m.classifier.classify_batch(texts) for m in models]
+        for m in models:
+            with timed_model(m.name, "text"):
+                out.append(m.classifier.classify_batch(texts))
     except SignalError as exc:
         raise from_signal_error(exc, "text") from exc
+    return out
 
 
 @dataclass(frozen=True)
@@ -219,9 +224,10 @@ def image_model_signals(
 
 
 def indexed_image_model_signals(
-    models: list[LoadedImageModel], images: list[tuple[int, Image.Image]]
+    models: list[LoadedImageModel], images: list[tuple[int, Image.Image]], kind: str = "image"
 ) -> list[tuple[int, Signal]]:
-    """:func:`image_model_signals`, each with the position in ``images`` it is about."""
+    """:func:`image_model_signals`, each with the position in ``images`` it is about
+    (``kind`` labels the model latency metric: ``image`` or ``video_frame``)."""
     signals: list[tuple[int, Signal]] = []
     if not images:
         return signals
@@ -229,11 +235,12 @@ def indexed_image_model_signals(
     for m in models:
         clf = m.classifier
         regions: list[list[Detection]] | None = None
-        if isinstance(clf, NudeNetDetector):
-            regions = clf.detect_batch(pixels)
-            results = [dict(zip(clf.labels, clf.scores(r), strict=True)) for r in regions]
-        else:
-            results = clf.classify_batch(pixels)
+        with timed_model(m.name, kind):
+            if isinstance(clf, NudeNetDetector):
+                regions = clf.detect_batch(pixels)
+                results = [dict(zip(clf.labels, clf.scores(r), strict=True)) for r in regions]
+            else:
+                results = clf.classify_batch(pixels)
         for n, ((media_index, _), scores) in enumerate(zip(images, results, strict=True)):
             for category, labels in m.labels_by_category.items():
                 label = max(labels, key=lambda lab: scores[lab])

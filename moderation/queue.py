@@ -17,6 +17,7 @@ WEBHOOK_TASK = "moderation.maintenance.deliver_webhook"
 ANCHOR_TASK = "moderation.anchor.run"
 RETRO_SCAN_TASK = "moderation.maintenance.retro_scan"
 RESTORE_TASK = "moderation.maintenance.restore_due"
+DRAIN_SPOOL_TASK = "moderation.maintenance.drain_db_spool"
 QUEUES = ("moderate", "video", "anchor", "maintenance")
 ROUTES = {
     "moderation.moderate": {"queue": "moderate"},
@@ -49,10 +50,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_expires": 3600,
         "result_extended": False,
         "broker_connection_retry_on_startup": True,
+        # A Redis restart: workers and clients reconnect, retrying for as long as it takes
+        # (None: no limit) rather than exiting after the default 100 attempts.
+        "broker_connection_retry": True,
+        "broker_connection_max_retries": None,
         "broker_transport_options": {
             # An unacknowledged task of a dead worker comes back after this long;
             # it must exceed the hard time limit or live tasks would run twice.
             "visibility_timeout": visibility_timeout(settings),
+            # How often a running worker looks for such tasks. kombu's default sweep is
+            # every 10 s x a throttle of 10 = 100 s; sweep every ~quarter of the timeout
+            # instead (at most every 10 s: one cheap ZRANGE on Redis).
+            "unacked_restore_interval": restore_interval(settings),
+            "unacked_restore_throttle": 1,
             "socket_keepalive": True,
         },
         "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
@@ -73,6 +83,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "schedule": 300.0,
                 "options": {"queue": "maintenance", "expires": 300.0},
             },
+            # Items held while the database was down (moderation.fail_mode) are stored once
+            # it is back; a no-op while none wait.
+            "drain-db-spool": {
+                "task": DRAIN_SPOOL_TASK,
+                "schedule": settings.db_spool_drain_interval_s,
+                "options": {"queue": "maintenance", "expires": settings.db_spool_drain_interval_s},
+            },
         },
     }
 
@@ -82,6 +99,11 @@ def visibility_timeout(settings: Settings) -> int:
     if settings.broker_visibility_timeout_s is not None:
         return max(1, int(settings.broker_visibility_timeout_s))
     return int(max(settings.task_time_limit_s, settings.video_task_time_limit_s) * 2 + 30)
+
+
+def restore_interval(settings: Settings) -> int:
+    """Seconds between a worker's sweeps for tasks whose worker died."""
+    return max(1, min(10, visibility_timeout(settings) // 4))
 
 
 _client: Celery | None = None
@@ -110,15 +132,37 @@ def reset_client() -> None:
 def moderate_via_queue(payload: dict[str, Any], *, timeout: float) -> dict[str, Any]:
     """Send one item to `moderation.moderate` and wait for its result (same thread)."""
     from celery.exceptions import TimeoutError as CeleryTimeout
+    from kombu.exceptions import OperationalError as BrokerError
+    from redis.exceptions import RedisError
 
-    result = client().send_task(MODERATE_TASK, args=[payload])
+    # Any error here means "not accepted": the caller retries, and the task is idempotent by
+    # content_id, so a send that did reach Redis before the error is not moderated twice.
+    try:
+        result = client().send_task(MODERATE_TASK, args=[payload])
+    except (BrokerError, RedisError, OSError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and not _result_store_lost(exc):
+            raise
+        raise Unavailable(f"the queue is unavailable ({type(exc).__name__}); retry") from None
     try:
         value = result.get(timeout=timeout, interval=0.005, propagate=True)
     except CeleryTimeout:
         raise Unavailable(f"no verdict within {timeout:g} s; is a worker running?") from None
+    except (BrokerError, RedisError, OSError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and not _result_store_lost(exc):
+            raise
+        name = type(exc).__name__
+        raise Unavailable(f"lost the queue waiting for the verdict ({name}); retry") from None
     if not isinstance(value, dict):
         raise Unavailable("the worker returned an unexpected result")
     return value
+
+
+def _result_store_lost(exc: RuntimeError) -> bool:
+    """Celery's Redis result consumer gave up reconnecting (it starts afresh on the next
+    call): Redis is down, not a bug."""
+    from redis.exceptions import RedisError
+
+    return isinstance(exc.__cause__, RedisError | OSError) or "result store" in str(exc)
 
 
 def send_video_job(content_id: str) -> None:

@@ -76,12 +76,14 @@ class QueueCollector(Collector):
         yield age
 
 
-_registered: set[str] = set()
+_collector: QueueCollector | None = None
 
 
 def register_queue_collector(database_url: str) -> None:
-    """Once per database URL per process (apps are created many times in tests)."""
-    if database_url in _registered:
-        return
-    REGISTRY.register(QueueCollector(database_url))
-    _registered.add(database_url)
+    """One collector per process, reading the database of the latest app created (a process
+    serves one database; tests create apps on several)."""
+    global _collector
+    if _collector is None:
+        _collector = QueueCollector(database_url)
+        REGISTRY.register(_collector)
+    _collector.database_url = database_url

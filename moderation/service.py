@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from moderation.domain import Item, Verdict
+from moderation.domain import Item, Reason, Verdict
 from moderation.errors import InputTooLarge, InvalidInput, ModerationError
 from moderation.pipeline import Analysis, moderate
 from moderation.queue import send_video_job
@@ -162,8 +162,13 @@ def _store(s: Session, item: Item, verdict: Verdict, analysis: Analysis) -> None
         )
 
 
-def moderate_and_store(rt: Runtime, item: Item, *, queue_video: bool = True) -> Verdict:
-    """Idempotent by content_id: a repeated item returns the stored verdict unchanged."""
+def moderate_and_store(
+    rt: Runtime, item: Item, *, queue_video: bool = True, held: Reason | None = None
+) -> Verdict:
+    """Idempotent by content_id: a repeated item returns the stored verdict unchanged.
+
+    ``held``: the item was answered "review" while the database was down (fail_closed), so
+    its stored verdict is at least "review", with this reason."""
     started = time.perf_counter()
     with rt.session() as s:
         stored = load_verdict(s, item.content_id)
@@ -182,6 +187,8 @@ def moderate_and_store(rt: Runtime, item: Item, *, queue_video: bool = True) -> 
             send_video_job(item.content_id)
         return stored
     verdict, analysis = moderate(rt, item, started=started)
+    if held is not None:
+        verdict = _at_least_review(verdict, held)
     try:
         with rt.session() as s:
             _store(s, item, verdict, analysis)
@@ -195,6 +202,12 @@ def moderate_and_store(rt: Runtime, item: Item, *, queue_video: bool = True) -> 
             raise
         return stored
     return verdict
+
+
+def _at_least_review(verdict: Verdict, reason: Reason) -> Verdict:
+    if verdict.decision == "block":
+        return verdict
+    return verdict.model_copy(update={"decision": "review", "reasons": [*verdict.reasons, reason]})
 
 
 def error_result(content_id: str, error: ModerationError) -> dict[str, Any]:

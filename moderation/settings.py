@@ -39,6 +39,20 @@ class Limits(BaseSettings):
     fetch_timeout_s: float = 5.0
 
 
+# --- security (issue #9): per-key rate limits ---
+class RateLimitSettings(BaseSettings):
+    """Default rate limit per role, in `limits` notation (burst per second; sustained per
+    minute); a key's own `rate_limit` overrides it, "none" disables. See moderation/rate_limit.py.
+    """
+
+    enabled: bool = True
+    # Generous on purpose: they stop a runaway or abusive key, not shape normal traffic.
+    service: str = "500/second;15000/minute"
+    rights_holder: str = "50/second;1500/minute"
+    reviewer: str = "50/second;1500/minute"
+    admin: str = "200/second;6000/minute"
+
+
 class ReviewSettings(BaseSettings):
     """Review queues: the priority formula's weights, lease length, console sessions.
 
@@ -90,6 +104,7 @@ class Settings(BaseSettings):
     fetch_allow_private: bool = False
 
     limits: Limits = Field(default_factory=Limits)
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
     policy_path: Path | None = None
     keyword_lists_dir: Path | None = None
@@ -178,7 +193,33 @@ class Settings(BaseSettings):
     # --- human review (moderation/review_queue.py, the console) ---
     review: ReviewSettings = Field(default_factory=lambda: ReviewSettings())
 
+    # --- faults (issue #9 part 1: moderation/fail_mode.py, moderation/dead_letters.py) ---
+    # The answer when the database cannot be written: fail_closed says "review" and holds the
+    # item for review; fail_open says "allow" and re-checks it once the database is back.
+    db_fail_mode: Literal["fail_closed", "fail_open"] = "fail_closed"
+    # Held items wait in Redis; this periodic task (beat) stores them once the database is back.
+    db_spool_drain_interval_s: float = Field(default=5.0, gt=0)
+    # A moderate task delivered more often than this (worker crashes, kills, retries) is
+    # dead-lettered instead of run again.
+    task_max_deliveries: int = Field(default=5, ge=1, le=100)
+    # FOR TESTS ONLY: "crash_on:<content_id prefix>" makes the worker process exit hard on
+    # matching items (a poison message), "raise_on:<prefix>" makes the task raise; comma-
+    # separated (moderation/fault_injection.py). Never set it in production.
+    fault_injection: str | None = None
+
     log_level: str = "INFO"
+
+    # --- operations: logs, worker metrics, readiness (moderation/logs.py, readiness.py) ---
+    # Log lines of `serve` and `worker`: one JSON object per line (json), or human text.
+    # Interactive commands keep plain text either way.
+    log_format: Literal["json", "text"] = "json"
+    # Each `moderation worker` serves Prometheus metrics (all its pool processes together)
+    # on this port when set; unset: no endpoint.
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    worker_metrics_address: str = "127.0.0.1"
+    # Workers announce themselves (models loaded or not) in Redis this often; an
+    # announcement lives three times as long, so /readyz forgets a dead worker after that.
+    worker_heartbeat_s: float = Field(default=10.0, gt=0, le=300)
 
     @field_validator("index_snapshot_dir", mode="before")
     @classmethod

@@ -265,7 +265,7 @@ def analyse_video(
             out.frames.extend(hash_frames(batch))
             if models:
                 images: list[tuple[int, Image.Image]] = [(media_index, f.image) for f in batch]
-                for j, s in indexed_image_model_signals(models, images):
+                for j, s in indexed_image_model_signals(models, images, "video_frame"):
                     per_frame.append((batch[j].t, s))
             if progress is not None and info.duration_s > 0:
                 progress(min(1.0, batch[-1].t / info.duration_s))

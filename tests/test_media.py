@@ -112,6 +112,12 @@ class _Handler(BaseHTTPRequestHandler):
             "/redirect-loopback": lambda: self._redirect(f"http://127.0.0.1:{port}/bytes"),
             "/redirect-metadata": lambda: self._redirect("http://169.254.169.254/latest/meta-data"),
             "/redirect-rebind": lambda: self._redirect(f"http://rebind.example.test:{port}/bytes"),
+            "/redirect-private": lambda: self._redirect(f"http://10.0.0.5:{port}/bytes"),
+            "/redirect-loopback6": lambda: self._redirect(f"http://[::1]:{port}/bytes"),
+            "/redirect-linklocal6": lambda: self._redirect(f"http://[fe80::1]:{port}/bytes"),
+            "/redirect-linklocal-name": lambda: self._redirect(
+                f"http://ll.example.test:{port}/bytes"
+            ),
             "/redirect-file": lambda: self._redirect("file:///etc/passwd"),
             "/redirect-userinfo": lambda: self._redirect(
                 f"http://user:hunter2@127.0.0.1:{port}/bytes"
@@ -648,6 +654,11 @@ def test_any_private_answer_refuses(net: FakeNet, answer: list[str], kind: str) 
         ("/redirect-metadata", "169.254.169.254", "link-local address 169.254.169.254"),
         ("/redirect-loopback", "127.0.0.1", "loopback address 127.0.0.1"),
         ("/redirect-rebind", "rebind.example.test", "loopback address 127.0.0.1"),
+        # Security (issue #9): the other private kinds, IPv6 included.
+        ("/redirect-private", "10.0.0.5", "private address 10.0.0.5"),
+        ("/redirect-loopback6", "::1", "loopback address ::1"),
+        ("/redirect-linklocal6", "fe80::1", "link-local address fe80::1"),
+        ("/redirect-linklocal-name", "ll.example.test", "link-local address fe80::1"),
     ],
 )
 def test_redirect_to_private_refused(
@@ -655,6 +666,7 @@ def test_redirect_to_private_refused(
 ) -> None:
     net.answers["media.example.test"] = [[PUBLIC_IP]]
     net.answers["rebind.example.test"] = [["127.0.0.1"]]
+    net.answers["ll.example.test"] = [["fe80::1"]]
     pol = policy(hosts=("media.example.test", extra_host))
     refused(MediaFetchDenied, uri(f"http://media.example.test:{port}{path}"), pol, kind)
     assert net.connects == [(PUBLIC_IP, port)]

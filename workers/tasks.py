@@ -7,10 +7,20 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from moderation import anchoring, claims, retro_scan, video_jobs, webhooks
+from moderation import (
+    anchoring,
+    claims,
+    dead_letters,
+    fail_mode,
+    fault_injection,
+    retro_scan,
+    video_jobs,
+    webhooks,
+)
 from moderation.errors import ModerationError, TaskTimeout
-from moderation.runtime import get_runtime
-from moderation.service import error_result, moderate_payload, record_failure
+from moderation.queue import MODERATE_TASK
+from moderation.runtime import Runtime, get_runtime
+from moderation.service import _fallback_id, error_result, moderate_payload, record_failure
 from moderation.settings import get_settings
 from workers.app import app
 
@@ -23,19 +33,67 @@ MAX_RETRIES = 3
 def moderate(self, item: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """Moderate one item; returns a verdict, or an error result naming the problem."""
     rt = get_runtime()
+    task_id = str(self.request.id)
+    deliveries = dead_letters.count_delivery(rt.settings, task_id)
+    if deliveries > rt.settings.task_max_deliveries:
+        # Delivered again and again without finishing: its worker keeps dying under it.
+        error = dead_letters.last_error(rt.settings, task_id) or dead_letters.WORKER_LOST
+        return _dead_letter(self, rt, item, error, deliveries)
     try:
-        return moderate_payload(rt, item)
+        fault_injection.maybe_fail(rt.settings, item)
+        result = moderate_payload(rt, item)
     except SoftTimeLimitExceeded:
         err = TaskTimeout("moderation took longer than the task's soft time limit")
-        return error_result(record_failure(rt, item, err), err)
+        result = error_result(record_failure(rt, item, err), err)
     except Exception as exc:
-        # An unexpected fault (database hiccup, bug): retry a bounded number of times,
-        # then keep the item on record as failed instead of losing it.
-        if self.request.retries < MAX_RETRIES:
-            raise self.retry(exc=exc, countdown=0.5 * 2**self.request.retries) from exc
-        log.exception("item failed after %d retries", MAX_RETRIES)
-        err = ModerationError(f"internal error after {MAX_RETRIES} retries: {type(exc).__name__}")
-        return error_result(record_failure(rt, item, err), err)
+        if fail_mode.is_db_unavailable(exc):
+            # The database cannot be written: answer per the fail mode, hold the item in Redis.
+            try:
+                result = fail_mode.hold(rt, item, exc)
+            except ModerationError as err:
+                result = error_result(_fallback_id(item), err)
+        else:
+            # An unexpected fault (a bug, a transient error): retry a bounded number of
+            # times, then dead-letter the item with its error instead of losing it.
+            error = f"{type(exc).__name__}: {exc}"
+            dead_letters.note_error(rt.settings, task_id, error)
+            if self.request.retries < MAX_RETRIES:
+                raise self.retry(exc=exc, countdown=0.5 * 2**self.request.retries) from exc
+            log.exception("item failed after %d retries", MAX_RETRIES)
+            return _dead_letter(self, rt, item, error, deliveries)
+    dead_letters.forget(rt.settings, task_id)
+    return result
+
+
+def _dead_letter(task: Any, rt: Runtime, item: Any, error: str, deliveries: int) -> dict[str, Any]:
+    task_id = str(task.request.id)
+    try:
+        with rt.session() as s:
+            dead_letters.store(
+                s,
+                task_id=task_id,
+                task_name=MODERATE_TASK,
+                payload=item,
+                error=error,
+                deliveries=deliveries,
+            )
+    except Exception as exc:
+        if not fail_mode.is_db_unavailable(exc):
+            raise
+        # The database is down too: keep the message (a retry, same id) until it is back.
+        raise task.retry(exc=exc, countdown=5.0, max_retries=None) from exc
+    log.error("task %s dead-lettered after %d deliveries: %s", task_id, deliveries, error)
+    err = dead_letters.DeadLettered(f"dead-lettered after {deliveries} deliveries: {error}"[:2000])
+    return error_result(record_failure(rt, item, err), err)
+
+
+@app.task(name="moderation.maintenance.drain_db_spool", acks_late=False)
+def drain_db_spool() -> dict[str, Any]:
+    """Store the items held while the database was down (periodic; a no-op when none are)."""
+    rt = get_runtime()
+    if not fail_mode.waiting(rt):
+        return {"stored": 0, "waiting": 0}
+    return fail_mode.drain(rt)
 
 
 _settings = get_settings()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,9 +11,14 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from moderation import __version__
+from moderation import __version__, metrics
+from moderation.api.request_context import RequestContext
 from moderation.errors import InputTooLarge, ModerationError
+from moderation.queue_metrics import watch_queues
 from moderation.settings import Settings, get_settings
+from moderation.task_context import install_publish_hook
+
+log = logging.getLogger(__name__)
 
 
 class BodySizeLimit:
@@ -66,10 +72,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(ModerationError)
     async def _moderation_error(_: Request, exc: ModerationError) -> JSONResponse:
-        return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status)
+        metrics.ERRORS.labels(exc.code).inc()
+        if exc.http_status >= 500:
+            log.warning("%s: %s", exc.code, exc.message, extra={"code": exc.code})
+        return JSONResponse(
+            {"error": exc.to_dict()}, status_code=exc.http_status, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        metrics.ERRORS.labels("invalid_input").inc()
         errors = exc.errors()
         message = "; ".join(f"{_field_of(e) or 'body'}: {e.get('msg')}" for e in errors)
         body = {"code": "invalid_input", "message": message}
@@ -80,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        metrics.ERRORS.labels(code).inc()
         return JSONResponse(
             {"error": {"code": code, "message": str(exc.detail)}},
             status_code=exc.status_code,
@@ -107,6 +120,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(works.router)
     app.include_router(claims.router)
     app.include_router(appeals.router)
+    from moderation.api import dead_letters  # operators: poison messages (issue #9 faults)
+
+    app.include_router(dead_letters.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_payload_bytes)
 
     @app.middleware("http")
@@ -115,6 +131,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+    # Operations: request ids in logs, responses and the tasks sent (added last: outermost,
+    # so even a refused body gets one); Celery queue depth on /metrics.
+    app.add_middleware(RequestContext)
+    install_publish_hook()
+    watch_queues(settings.redis_url)
 
     _document_raw_bodies(app)
     return app

@@ -27,7 +27,7 @@ from moderation import (
     review_metrics,
     review_queue,
 )
-from moderation.api.deps import get_session, get_settings_dep
+from moderation.api.deps import console_rate_limit, get_session, get_settings_dep
 from moderation.api.review import media_response
 from moderation.console_sessions import ConsoleSession
 from moderation.errors import Forbidden, InvalidInput, ModerationError, NotFound, Unauthorized
@@ -50,7 +50,10 @@ PAGE_HEADERS = {
 }
 _MAX_FORM_BYTES = 64 * 1024
 
-router = APIRouter(prefix="/console", include_in_schema=False)
+# Console requests count against the signed-in key's rate limit, as API requests do.
+router = APIRouter(
+    prefix="/console", include_in_schema=False, dependencies=[Depends(console_rate_limit(COOKIE))]
+)
 # Autoescaping on for every template: user-supplied strings are shown, never interpreted.
 templates = Jinja2Templates(
     env=jinja2.Environment(

@@ -1,4 +1,4 @@
-"""Request dependencies: database session, the calling principal, role checks."""
+"""Request dependencies: database session, the calling principal (rate-limited), role checks."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from moderation import rate_limit
 from moderation.errors import Forbidden, Unauthorized
 from moderation.keys import Principal, authenticate
 from moderation.settings import Settings
@@ -33,7 +34,29 @@ def get_principal(
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     with db.session_scope(settings.resolved_database_url) as session:
-        return authenticate(session, creds.credentials)
+        principal = authenticate(session, creds.credentials)
+    # Every authenticated route passes here, so the per-key limit covers the whole API.
+    rate_limit.enforce(settings, principal)
+    return principal
+
+
+def console_rate_limit(cookie: str) -> Callable[..., None]:
+    """Dependency counting console requests against the signed-in key's rate limit."""
+
+    def check(request: Request, settings: Settings = Depends(get_settings_dep)) -> None:
+        from moderation import console_sessions
+
+        token = request.cookies.get(cookie)
+        if not token:
+            return  # the sign-in page; pages without a session answer that themselves
+        with db.session_scope(settings.resolved_database_url) as session:
+            try:
+                principal = console_sessions.resolve(session, token).principal
+            except Unauthorized:
+                return
+        rate_limit.enforce(settings, principal)
+
+    return check
 
 
 def require(*roles: str) -> Callable[..., Principal]:

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from moderation import metrics
+from moderation import logs, metrics
 from moderation.api.deps import get_session, get_settings_dep, require
 from moderation.claims import item_restriction
 from moderation.domain import Verdict
@@ -48,6 +48,12 @@ async def moderate(
         payload = json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+    if isinstance(payload, dict) and isinstance(payload.get("content_id"), str):
+        # For this request's log lines (unbound with the request id by the middleware), and
+        # for its access line (the middleware reads request.state).
+        content_id = payload["content_id"][: settings.limits.max_id_chars]
+        logs.bind(content_id=content_id)
+        request.state.content_id = content_id
     result: dict[str, Any] = await run_in_threadpool(
         moderate_via_queue, payload, timeout=settings.api_result_timeout_s
     )

@@ -8,6 +8,7 @@ import click
 
 from moderation.cli.banks import bank, match
 from moderation.cli.copyright import claims_group, works_group
+from moderation.cli.dead_letters import dead_letters_group
 from moderation.cli.ops import bench, db_group, demo, keys
 from moderation.cli.provenance import anchor, chain_group, verify
 from moderation.cli.run import moderate, serve, worker
@@ -28,6 +29,7 @@ cli.add_command(classify)
 cli.add_command(eval_group)
 cli.add_command(train)
 cli.add_command(chain_group)
+cli.add_command(dead_letters_group)
 cli.add_command(works_group)
 cli.add_command(claims_group)
 

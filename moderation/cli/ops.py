@@ -19,14 +19,23 @@ def keys() -> None:
     "--role", required=True, type=click.Choice(["service", "rights_holder", "reviewer", "admin"])
 )
 @click.option("--name", default=None)
+@click.option(
+    "--rate-limit",
+    default=None,
+    help="This key's limit, e.g. '20/second;600/minute', or 'none' (default: the role's).",
+)
+@click.option("--expires-in", default=None, help="End of life, e.g. 90d or 12h (default: never).")
 @json_option
-def keys_create(role: str, name: str | None, as_json: bool) -> None:
+def keys_create(
+    role: str, name: str | None, rate_limit: str | None, expires_in: str | None, as_json: bool
+) -> None:
     """Create a key and print it once (it is stored hashed)."""
     from moderation import audit
-    from moderation.keys import create_key
+    from moderation.keys import create_key, parse_duration
 
+    expiry = parse_duration(expires_in, field="expires_in") if expires_in else None
     with session() as s:
-        secret, p = create_key(s, role, name)
+        secret, p = create_key(s, role, name, rate_limit=rate_limit, expires_in=expiry)
         audit.record(s, "cli", "key.create", "api_key", str(p.key_id), role=role)
     emit({"id": p.key_id, "name": p.name, "role": p.role, "key": secret}, as_json, secret)
 
@@ -44,8 +53,48 @@ def keys_list(as_json: bool) -> None:
             r,
             as_json,
             f"{r['id']:4} {r['role']:14} {r['name']:24} {r['prefix']}..."
-            f"{'  revoked' if r['revoked'] else ''}",
+            f"  expires {r['expires_at'] or 'never'}"
+            f"{'  EXPIRED' if r['expired'] else ''}{'  revoked' if r['revoked'] else ''}"
+            f"  limit {r['rate_limit'] or 'role default'}"
+            + (
+                f"  old secret until {r['previous_secret_expires_at']}"
+                if r["previous_secret_expires_at"]
+                else ""
+            ),
         )
+
+
+@keys.command("rotate")
+@click.argument("key_id", type=int)
+@click.option(
+    "--grace", default="24h", show_default=True, help="How long the old secret keeps working."
+)
+@json_option
+def keys_rotate(key_id: int, grace: str, as_json: bool) -> None:
+    """Give a key a new secret (printed once); the old one works until the grace ends."""
+    from moderation import audit
+    from moderation.keys import parse_duration, rotate_key
+
+    with session() as s:
+        secret, info = rotate_key(s, key_id, parse_duration(grace, field="grace"))
+        audit.record(s, "cli", "key.rotate", "api_key", str(key_id), grace=grace)
+    emit({**info, "key": secret}, as_json, secret)
+
+
+@keys.command("set-limit")
+@click.argument("key_id", type=int)
+@click.argument("rate_limit")
+@json_option
+def keys_set_limit(key_id: int, rate_limit: str, as_json: bool) -> None:
+    """Set a key's rate limit ('20/second;600/minute', 'none', or 'default' for the role's)."""
+    from moderation import audit
+    from moderation.keys import set_rate_limit
+
+    limit = None if rate_limit == "default" else rate_limit
+    with session() as s:
+        info = set_rate_limit(s, key_id, limit)
+        audit.record(s, "cli", "key.rate_limit", "api_key", str(key_id), limit=limit)
+    emit(info, as_json, f"key {key_id}: rate limit {info['rate_limit'] or 'role default'}")
 
 
 @keys.command("revoke")
@@ -112,6 +161,110 @@ def bench(
         rate=rate, duration=duration, warmup=warmup, concurrency=concurrency, pool=pool
     )
     emit(result, as_json, result.get("summary"))
+
+
+@bench.command("load")
+@click.option("--target", default="task", show_default=True, type=click.Choice(["task", "http"]))
+@click.option(
+    "--mix",
+    default="design",
+    show_default=True,
+    type=click.Choice(["text", "design"]),
+    help="text: 280 characters; design: those plus one 1280x720 JPEG (the DESIGN item).",
+)
+@click.option("--rate", default=20.0, show_default=True, help="Offered items per second.")
+@click.option(
+    "--duration", default="60s", show_default=True, help="Length of the load: 90, 90s, 10m, 1h."
+)
+@click.option("--items", default=None, type=int, help="Items to send (instead of --duration).")
+@click.option("--workers", default=1, show_default=True, help="Worker processes to start.")
+@click.option("--warmup", default=20, show_default=True, help="Items sent before measuring.")
+@click.option("--interval", default=10.0, show_default=True, help="Seconds per report row.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds before an item fails.")
+@click.option("--memory-every", default=5.0, show_default=True, help="Seconds between RSS samples.")
+@click.option("--bank-size", default=10_000, show_default=True, help="Random hashes banked.")
+@click.option(
+    "--find-saturation",
+    is_flag=True,
+    help="Step the rate up by --step-factor until throughput stops following it, then hold "
+    "50 % and 80 % of the capacity for --duration each.",
+)
+@click.option("--start-rate", default=10.0, show_default=True, help="First step's rate.")
+@click.option("--step-factor", default=1.25, show_default=True)
+@click.option("--step-duration", default=15.0, show_default=True, help="Seconds per step.")
+@click.option("--max-rate", default=2000.0, show_default=True)
+@click.option(
+    "--attach",
+    is_flag=True,
+    help="Load a running deployment (MODERATION_REDIS_URL, --api-url) instead of starting one.",
+)
+@click.option("--api-url", default=None, help="With --attach: the API's base URL.")
+@click.option(
+    "--api-key", default=None, help="With --attach: a service key (or MODERATION_BENCH_API_KEY)."
+)
+@click.option("--watch-pid", multiple=True, type=int, help="With --attach: a PID whose RSS to log.")
+@json_option
+def bench_load(
+    target: str,
+    mix: str,
+    rate: float,
+    duration: str,
+    items: int | None,
+    workers: int,
+    warmup: int,
+    interval: float,
+    timeout: float,
+    memory_every: float,
+    bank_size: int,
+    find_saturation: bool,
+    start_rate: float,
+    step_factor: float,
+    step_duration: float,
+    max_rate: float,
+    attach: bool,
+    api_url: str | None,
+    api_key: str | None,
+    watch_pid: tuple[int, ...],
+    as_json: bool,
+) -> None:
+    """Open-loop load at a fixed rate against the task or the HTTP API: latency percentiles
+    per interval, throughput, errors by code, RSS of workers and API over time."""
+    from contextlib import nullcontext
+
+    from moderation.bench_load import LoadOptions, parse_duration, run_load, run_saturation
+    from moderation.bench_stack import attached_stack, own_stack
+
+    if rate <= 0 or (items is not None and items < 1) or workers < 1:
+        raise click.BadParameter("--rate > 0, --items and --workers >= 1")
+    opts = LoadOptions(
+        target=target,
+        mix=mix,
+        rate=rate,
+        duration_s=parse_duration(duration),
+        items=items,
+        warmup=warmup,
+        interval_s=interval,
+        timeout_s=timeout,
+        memory_period_s=memory_every,
+    )
+    stack_cm = (
+        nullcontext(attached_stack(api_url=api_url, api_key=api_key, watch_pids=watch_pid))
+        if attach
+        else own_stack(workers=workers, with_api=target == "http", bank_size=bank_size)
+    )
+    with stack_cm as stack:
+        if find_saturation:
+            result = run_saturation(
+                stack,
+                opts,
+                start_rate=start_rate,
+                factor=step_factor,
+                max_rate=max_rate,
+                step_s=step_duration,
+            )
+        else:
+            result = run_load(stack, opts)
+    emit(result, as_json, result["summary"])
 
 
 @bench.command("index")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import sys
 import uuid
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import click
 
 from moderation.cli.common import emit, json_option, settings
+
+log = logging.getLogger("moderation.cli")
 
 
 @click.command()
@@ -36,6 +39,7 @@ def serve(host: str, port: int, concurrency: int | None, no_worker: bool) -> Non
     # lets the `finally` below stop the worker and the embedded Redis.
     signal.signal(signal.SIGTERM, _terminate)
     s = settings()
+    _configure_logging(s.log_format, s.log_level)
     s.var_dir.mkdir(parents=True, exist_ok=True)
     db.migrate(s.resolved_database_url)
     redis = None
@@ -44,7 +48,7 @@ def serve(host: str, port: int, concurrency: int | None, no_worker: bool) -> Non
         os.environ["MODERATION_REDIS_URL"] = redis.start()
         get_settings.cache_clear()
         s = get_settings()
-        click.echo(f"embedded Redis on {s.redis_url}", err=True)
+        log.info("embedded Redis on %s", s.redis_url)
     proc = None
     if not no_worker:
         proc = start_worker(
@@ -54,9 +58,16 @@ def serve(host: str, port: int, concurrency: int | None, no_worker: bool) -> Non
             beat=True,
         )
     try:
-        click.echo(f"API on http://{host}:{port} (OpenAPI at /docs)", err=True)
+        log.info("API on http://%s:%d (OpenAPI at /docs)", host, port)
+        # log_config=None: uvicorn's loggers propagate to ours (one format); our request
+        # middleware writes the access lines, with request ids.
         uvicorn.run(
-            create_app(s), host=host, port=port, log_level=s.log_level.lower(), access_log=False
+            create_app(s),
+            host=host,
+            port=port,
+            log_level=s.log_level.lower(),
+            access_log=False,
+            log_config=None,
         )
     finally:
         if proc is not None:
@@ -93,6 +104,9 @@ def worker(
     from moderation.storage import db
 
     s = settings()
+    # Before anything imports prometheus_client: its multiprocess mode is chosen at import.
+    metrics_dir = _prepare_worker_metrics(s.var_dir) if s.worker_metrics_port is not None else None
+    _configure_logging(s.log_format, loglevel)
     if not s.redis_url:
         url = running_embedded_url(s.var_dir)
         if url is None:
@@ -105,15 +119,25 @@ def worker(
         s = get_settings()
     db.migrate(s.resolved_database_url)
     pool = pool or s.worker_pool
-    if pool == "solo":
-        from moderation.runtime import get_runtime
-
-        get_runtime()  # warm: load banks and lists before the first task
     from workers.app import app
 
+    if pool != "prefork":
+        # This process runs the tasks: load banks, lists and models before the first one,
+        # and announce them to /readyz (prefork children do so after their fork).
+        from moderation.runtime import get_runtime
+        from workers.observability import warm_up_and_announce
+
+        get_runtime()
+        warm_up_and_announce()
+    if metrics_dir is not None and s.worker_metrics_port is not None:
+        _serve_worker_metrics(s.worker_metrics_address, s.worker_metrics_port)
+
     beat_args = ["--beat", "--schedule", str(s.var_dir / "celerybeat-schedule")] if beat else []
+    # JSON logs: no banner either, so every line on the output is one JSON object.
+    quiet = ["--quiet"] if s.log_format == "json" else []
     app.worker_main(
         [
+            *quiet,
             "worker",
             *beat_args,
             "-Q",
@@ -131,6 +155,41 @@ def worker(
             "--without-heartbeat",
         ]
     )
+
+
+def _configure_logging(fmt: str, level: str) -> None:
+    from moderation.logs import configure_logging, configured_secrets
+
+    configure_logging(fmt, level, secrets=configured_secrets())
+
+
+def _prepare_worker_metrics(var_dir: Path) -> Path:
+    """An empty directory for prometheus_client's multiprocess mode: this worker's pool
+    processes write their samples there, its main process serves them all together."""
+    import atexit
+    import os
+    import shutil
+
+    if "prometheus_client" in sys.modules:
+        raise click.ClickException("internal: prometheus_client was imported too early")
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    path = Path(given) if given else var_dir / "prometheus" / f"worker-{os.getpid()}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    if not given:
+        atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def _serve_worker_metrics(address: str, port: int) -> None:
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    start_http_server(port, addr=address, registry=registry)
+    log.info("worker metrics on http://%s:%d/metrics", address, port)
 
 
 @click.command()

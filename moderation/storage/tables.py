@@ -215,6 +215,16 @@ class ApiKeyRow(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Security (issue #9): an optional end of life, a per-key rate limit overriding the role's
+    # default, and the secret replaced by the last rotation, accepted until its grace ends.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    rate_limit: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    previous_prefix: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    previous_key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    previous_expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class AuditEventRow(Base):
@@ -499,3 +509,21 @@ class ReviewClipRow(Base):
     media_index: Mapped[int] = mapped_column(Integer)
     mime: Mapped[str] = mapped_column(String(32))
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class DeadLetterRow(Base):
+    """A task that failed every delivery it was allowed (moderation.dead_letters): kept with
+    its payload and last error until an operator replays or purges it."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(String(64), unique=True)
+    task_name: Mapped[str] = mapped_column(String(128))
+    content_id: Mapped[str | None] = mapped_column(String(256), nullable=True, index=True)
+    payload: Mapped[Any] = mapped_column(JSON)
+    error: Mapped[str] = mapped_column(Text)
+    deliveries: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    replay_count: Mapped[int] = mapped_column(Integer, default=0)
