@@ -60,6 +60,8 @@ _WINDOW_SIDE = 256
 _STRIP_SIDE = 256
 _FLAT_RANGE = 8
 _MIN_KEEP = 0.3
+# A 16:9 picture across a 9:16 phone frame fills 32 % of its height, a 21:9 film 24 %.
+FRAME_MIN_KEEP = 0.2
 # Video frames: a re-uploader's logo or caption often sits on the black bars it added.
 FRAME_BORDER_TOLERANCE = 0.25
 # Names of pdqhash.compute_dihedral's eight outputs, in its order.
@@ -77,11 +79,14 @@ class HashVariant:
     margin: int = 0
 
 
-def strip_borders(img: Image.Image, *, tolerance: float = 0.0) -> Image.Image | None:
+def strip_borders(
+    img: Image.Image, *, tolerance: float = 0.0, min_keep: float = _MIN_KEEP
+) -> Image.Image | None:
     """The image without uniform borders, or None when it has none (or is nearly all border).
 
-    ``tolerance``: the share of a border row that may differ from its colour (a logo or a
-    caption laid over black bars); 0 means every pixel must be flat.
+    ``tolerance``: the share of a border row's width that one overlay may cover (a logo or a
+    caption laid over black bars); 0 means every pixel must be flat. ``min_keep``: the
+    smallest share of the width and of the height left that still counts as a picture.
     """
     grey = img.convert("L")
     w0, h0 = grey.size
@@ -94,11 +99,11 @@ def strip_borders(img: Image.Image, *, tolerance: float = 0.0) -> Image.Image | 
         before = (top, bottom, left, right)
         t, b = _flat_run(small[top:bottom, left:right], tolerance)
         top, bottom = top + t, top + b
-        if bottom - top < h * _MIN_KEEP:
+        if bottom - top < h * min_keep:
             return None
         lft, rgt = _flat_run(small[top:bottom, left:right].T, tolerance)
         left, right = left + lft, left + rgt
-        if right - left < w * _MIN_KEEP:
+        if right - left < w * min_keep:
             return None
         if (top, bottom, left, right) == before:
             break
@@ -123,7 +128,7 @@ def frame_pdq(img: Image.Image, *, window: float = 1.0) -> tuple[str, int]:
     re-uploader's black bars hash like the picture they frame. ``window`` < 1 hashes the
     central part of that picture (that fraction of its width and height).
     """
-    picture = strip_borders(img, tolerance=FRAME_BORDER_TOLERANCE) or img
+    picture = strip_borders(img, tolerance=FRAME_BORDER_TOLERANCE, min_keep=FRAME_MIN_KEEP) or img
     return _pdq(picture if window >= 1.0 else _center(picture, window))
 
 
@@ -134,10 +139,16 @@ def _flat_run(rows: npt.NDArray[np.int16], tolerance: float = 0.0) -> tuple[int,
     if tolerance <= 0.0:
         flat = (rows.max(axis=1) - rows.min(axis=1)) <= _FLAT_RANGE
     else:
-        # Flat: all but ``tolerance`` of the row within the flat range of its median.
-        median = np.median(rows, axis=1, keepdims=True)
-        near = np.abs(rows - median) <= _FLAT_RANGE // 2
-        flat = near.mean(axis=1) >= 1.0 - tolerance
+        # Flat: the row is within the flat range of its median except in ONE stretch of at
+        # most ``tolerance`` of its width. An overlay is one compact stretch; the stars of a
+        # night sky or the texture of a dark picture are spread across the row, so a dark
+        # picture's own rows are not peeled like the bars around it.
+        off = np.abs(rows - np.median(rows, axis=1, keepdims=True)) > _FLAT_RANGE // 2
+        width = rows.shape[1]
+        first = np.argmax(off, axis=1)
+        last = width - 1 - np.argmax(off[:, ::-1], axis=1)
+        span = np.where(off.any(axis=1), last - first + 1, 0)
+        flat = span <= tolerance * width
     n = len(flat)
     first = 0
     while first < n and flat[first]:

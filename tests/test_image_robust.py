@@ -9,8 +9,11 @@ from PIL import Image, ImageDraw, ImageOps
 from models.image_hash import hamming_hex, hash_image
 from models.image_robust import (
     DIHEDRAL_MARGIN,
+    FRAME_BORDER_TOLERANCE,
+    FRAME_MIN_KEEP,
     MIRROR_MARGIN,
     WINDOW_MARGIN,
+    frame_pdq,
     query_variants,
     reference_variants,
     strip_borders,
@@ -54,6 +57,20 @@ def test_strip_borders_leaves_a_borderless_photo_and_a_blank_image_alone() -> No
     # A thin picture in a huge border is mostly border: not worth trusting.
     tiny = _padded(canonical(photo("coffee")).resize((40, 40)), (0, 0, 0), frac=3.0)
     assert strip_borders(tiny) is None
+
+
+def test_frame_strip_keeps_a_dark_picture_whole_and_peels_a_logo_on_the_bars() -> None:
+    # A phone re-upload: a starry 16:9 picture across a 9:16 frame, a logo on the top bar.
+    # Rows of the picture are dark with scattered stars: not bars, though mostly black.
+    picture = photo("hubble_deep_field", (360, 202))
+    frame = Image.new("RGB", (360, 640), (0, 0, 0))
+    frame.paste(picture, (0, 219))
+    ImageDraw.Draw(frame).rounded_rectangle((290, 150, 346, 172), radius=5, fill=(200, 30, 30))
+    stripped = strip_borders(frame, tolerance=FRAME_BORDER_TOLERANCE, min_keep=FRAME_MIN_KEEP)
+    assert stripped is not None
+    assert abs(stripped.width - 360) <= 6 and abs(stripped.height - 202) <= 6, stripped.size
+    reference = photo("hubble_deep_field", (640, 360))
+    assert hamming_hex(frame_pdq(frame)[0], frame_pdq(reference)[0]) <= 31
 
 
 def test_query_variants_start_with_the_plain_hash_and_carry_margins() -> None:
