@@ -502,14 +502,46 @@ def anchor(p: npt.NDArray[np.floating], t: npt.NDArray[np.floating]) -> npt.NDAr
 _SPACES_RE = re.compile(r"\s\s+")
 
 
-def char_ngrams(text: str, ngram_range: tuple[int, int] = (1, 3)) -> list[str]:
-    """Character n-grams exactly as scikit-learn's ``analyzer="char"`` (without lowercasing)."""
+# Negators, longest first, and what ends their scope. A negated insult ("不是垃圾") must not
+# count like the insult itself, while "不是人" stays learnable as the insult it is: marked
+# n-grams are features of their own, weighted by the training data.
+_NEGATORS = (
+    "从来不", "并不是", "并不", "并非", "从不", "绝不", "不是", "没有", "不会", "不该", "不能",
+    "不", "没", "别", "非", "未", "无",
+)  # fmt: skip
+_NEGATOR_RE = re.compile("|".join(re.escape(n) for n in _NEGATORS))
+_SCOPE_END = frozenset("，。！？、；,.!?;:： \n\"“”'‘’（）()【】[]…~")
+NEGATED = "¬"
+
+
+def negation_scope(text: str, scope: int) -> list[bool]:
+    """Which characters fall within ``scope`` characters after a negator (up to punctuation)."""
+    marked = [False] * len(text)
+    if scope <= 0:
+        return marked
+    for m in _NEGATOR_RE.finditer(text):
+        j = m.end()
+        while j < len(text) and j - m.end() < scope and text[j] not in _SCOPE_END:
+            marked[j] = True
+            j += 1
+    return marked
+
+
+def char_ngrams(text: str, ngram_range: tuple[int, int] = (1, 3), negation: int = 0) -> list[str]:
+    """Character n-grams exactly as scikit-learn's ``analyzer="char"`` (without lowercasing).
+
+    ``negation`` > 0: n-grams wholly inside a negator's scope of that many characters are
+    prefixed with :data:`NEGATED`.
+    """
     text = _SPACES_RE.sub(" ", text)
     lo, hi = ngram_range
     out: list[str] = []
     n_chars = len(text)
+    marked = negation_scope(text, negation)
     for n in range(lo, min(hi + 1, n_chars + 1)):
-        out.extend(text[i : i + n] for i in range(n_chars - n + 1))
+        for i in range(n_chars - n + 1):
+            gram = text[i : i + n]
+            out.append(NEGATED + gram if negation and all(marked[i : i + n]) else gram)
     return out
 
 
@@ -517,7 +549,8 @@ class ChineseNgramModel:
     """tf-idf over character n-grams (sublinear tf, l2) and one logistic regression per label.
 
     Arrays (``zh_ngram.npz``): ``vocab`` (str), ``idf`` (V), ``coef`` (labels, V),
-    ``intercept`` (labels), ``ngram_range`` (2), ``window`` (2: chars, overlap).
+    ``intercept`` (labels), ``ngram_range`` (2), ``window`` (2: chars, overlap), and
+    ``negation`` (the negator scope in characters; absent in older models: 0, none).
     """
 
     def __init__(
@@ -529,8 +562,10 @@ class ChineseNgramModel:
         ngram_range: tuple[int, int],
         window_chars: int = 128,
         window_overlap: int = 32,
+        negation: int = 0,
     ) -> None:
         self.vocab = {term: i for i, term in enumerate(vocab)}
+        self.negation = negation
         self.idf = np.asarray(idf, np.float32)
         self.coef = np.ascontiguousarray(np.asarray(coef, np.float32).T)  # (V, labels)
         self.intercept = np.asarray(intercept, np.float64)
@@ -545,8 +580,16 @@ class ChineseNgramModel:
         try:
             lo, hi = (int(x) for x in z["ngram_range"])
             chars, overlap = (int(x) for x in z["window"])
+            negation = int(z["negation"]) if "negation" in z else 0
             return cls(
-                z["vocab"].tolist(), z["idf"], z["coef"], z["intercept"], (lo, hi), chars, overlap
+                z["vocab"].tolist(),
+                z["idf"],
+                z["coef"],
+                z["intercept"],
+                (lo, hi),
+                chars,
+                overlap,
+                negation,
             )
         except (KeyError, ValueError) as exc:
             raise ModelConfigError(f"Chinese model: bad arrays: {exc}") from exc
@@ -562,6 +605,7 @@ class ChineseNgramModel:
                 "intercept": self.intercept.astype(np.float32),
                 "ngram_range": np.array(self.ngram_range, np.int32),
                 "window": np.array([self.window_chars, self.window_overlap], np.int32),
+                "negation": np.array(self.negation, np.int32),
             },
         )
 
@@ -570,7 +614,8 @@ class ChineseNgramModel:
 
     def logits_one(self, text: str) -> npt.NDArray[np.float64]:
         """Logits ``(labels,)`` of one window (no windowing)."""
-        counts = Counter(g for g in char_ngrams(text, self.ngram_range) if g in self.vocab)
+        grams = char_ngrams(text, self.ngram_range, self.negation)
+        counts = Counter(g for g in grams if g in self.vocab)
         if not counts:
             return self.intercept.copy()
         idx = np.fromiter((self.vocab[g] for g in counts), np.int64, len(counts))

@@ -360,6 +360,8 @@ INT8_MIN_CLASS = 50
 ZH_NGRAM_RANGE = (1, 3)
 ZH_MIN_DF = 3
 ZH_C = 10.0
+# Characters after a negator whose n-grams are marked as negated (models.text_builtin).
+ZH_NEGATION_SCOPE = 4
 LABEL_SMOOTHING = 0.05
 
 
@@ -410,7 +412,7 @@ def _fit_chinese(train: list[Example]) -> Any:
 
     texts = [e.text for e in train]
     vectorizer = TfidfVectorizer(
-        analyzer=lambda t: char_ngrams(t, ZH_NGRAM_RANGE),
+        analyzer=lambda t: char_ngrams(t, ZH_NGRAM_RANGE, ZH_NEGATION_SCOPE),
         min_df=min(ZH_MIN_DF, max(1, len(texts) // 50)),
         sublinear_tf=True,
         dtype=np.float32,
@@ -431,7 +433,9 @@ def _fit_chinese(train: list[Example]) -> Any:
         coef[j] = lr.coef_[0]
         intercept[j] = lr.intercept_[0]
     vocab = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.__getitem__)
-    return ChineseNgramModel(vocab, vectorizer.idf_, coef, intercept, ZH_NGRAM_RANGE)
+    return ChineseNgramModel(
+        vocab, vectorizer.idf_, coef, intercept, ZH_NGRAM_RANGE, negation=ZH_NEGATION_SCOPE
+    )
 
 
 def _fit_english(
@@ -664,6 +668,7 @@ def train(
             "ngram_range": list(ZH_NGRAM_RANGE),
             "min_df": ZH_MIN_DF,
             "C": ZH_C,
+            "negation_scope": ZH_NEGATION_SCOPE,
             "window_chars": zh.window_chars,
             "window_overlap": zh.window_overlap,
         },

@@ -121,6 +121,34 @@ def test_known_limitation_counter_speech_quoting_the_hate(
     assert score(clf, answer, "hate") < score(clf, hateful, "hate") - 0.3
 
 
+FUNCTIONAL = Path(__file__).parent / "data" / "functional_text.jsonl"
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_negated_hate_scores_below_hate_in_the_functional_suite(
+    clf: BuiltinTextClassifier, lang: str
+) -> None:
+    # The suite's sentences are not pairs, so compare the two groups: negations of hate
+    # ("河南人不是骗子...") must rank below slur-free hate on average, and most of them must.
+    rows = [json.loads(line) for line in FUNCTIONAL.read_text(encoding="utf-8").splitlines()]
+    group = {
+        kind: [r["text"] for r in rows if r["lang"] == lang and r["functionality"] == kind]
+        for kind in ("slur_free_hate", "negated_hate")
+    }
+    hate = [s["hate"] for s in scores(clf, group["slur_free_hate"])]
+    negated = [s["hate"] for s in scores(clf, group["negated_hate"])]
+    assert np.mean(negated) < np.mean(hate) - 0.05, (np.mean(negated), np.mean(hate))
+    below_median_hate = sum(n < np.median(hate) for n in negated)
+    assert below_median_hate > len(negated) / 2, (negated, hate)
+
+
+def test_chinese_negation_marks_the_ngrams_in_scope() -> None:
+    grams = char_ngrams("黑人不是垃圾，是人", (1, 2), negation=4)
+    assert {"¬垃", "¬圾", "¬垃圾"} <= set(grams)
+    assert "垃圾" not in grams and "黑人" in grams and "是人" in grams  # scope ends at "，"
+    assert char_ngrams("黑人不是垃圾", (1, 2)) == char_ngrams("黑人不是垃圾", (1, 2), negation=0)
+
+
 def test_categories_point_the_right_way(clf: BuiltinTextClassifier) -> None:
     insult, hate, sexist_en, sexist_zh, benign_zh = scores(
         clf,
