@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from datetime import UTC, datetime
@@ -19,12 +20,15 @@ AT = datetime(2026, 11, 22, 22, 10, 0, tzinfo=UTC)
 
 
 def make_leaf(i: int, owner: str = "studio-a") -> Leaf:
+    # A fixed salt per leaf: hypothesis replays a failing example, which must draw from the
+    # same receipts (a fresh salt changes the byte spans it samples).
     return Leaf.create(
         id=f"work-{i}",
         sha256=f"{i:064x}",
         owner=owner,
         at=AT,
         perceptual=[("pdq", "ab" * 32), ("phash", f"{i:016x}")],
+        salt=hashlib.sha256(f"salt-{owner}-{i}".encode()).hexdigest(),
     )
 
 
