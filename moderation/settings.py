@@ -199,6 +199,9 @@ class Settings(BaseSettings):
     db_fail_mode: Literal["fail_closed", "fail_open"] = "fail_closed"
     # Held items wait in Redis; this periodic task (beat) stores them once the database is back.
     db_spool_drain_interval_s: float = Field(default=5.0, gt=0)
+    # While the database is down the API still admits keys that authenticated within this
+    # many seconds (moderation/known_keys.py); 0 admits none.
+    auth_outage_grace_s: float = Field(default=900.0, ge=0)
     # A moderate task delivered more often than this (worker crashes, kills, retries) is
     # dead-lettered instead of run again.
     task_max_deliveries: int = Field(default=5, ge=1, le=100)
