@@ -41,7 +41,8 @@ class Principal:
     rate_limit: str | None = None
 
 
-def _digest(secret: str) -> str:
+def key_digest(secret: str) -> str:
+    """The SHA-256 hex digest a key is stored and looked up by."""
     # Keys are 256 random bits, so a plain SHA-256 is enough (no password stretching needed).
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -105,7 +106,7 @@ def create_key(
         name=(name or f"{role}-key")[:128],
         role=role,
         prefix=secret[:12],
-        key_hash=_digest(secret),
+        key_hash=key_digest(secret),
         rate_limit=check_rate_limit(rate_limit),
         expires_at=datetime.now(UTC) + expires_in if expires_in is not None else None,
     )
@@ -128,7 +129,7 @@ def authenticate(session: Session, secret: str) -> Principal:
     """The principal of a live key's current secret, or of its rotated-out one in grace."""
     if not secret.startswith(_PREFIX) or len(secret) > 128:
         raise Unauthorized("invalid API key")
-    digest, prefix, now = _digest(secret), secret[:12], datetime.now(UTC)
+    digest, prefix, now = key_digest(secret), secret[:12], datetime.now(UTC)
     rows = session.scalars(
         select(ApiKeyRow).where(
             or_(ApiKeyRow.prefix == prefix, ApiKeyRow.previous_prefix == prefix)
@@ -212,6 +213,6 @@ def rotate_key(
     secret = _new_secret()
     row.previous_prefix, row.previous_key_hash = row.prefix, row.key_hash
     row.previous_expires_at = now + grace
-    row.prefix, row.key_hash, row.rotated_at = secret[:12], _digest(secret), now
+    row.prefix, row.key_hash, row.rotated_at = secret[:12], key_digest(secret), now
     session.flush()
     return secret, describe(row)

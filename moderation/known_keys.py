@@ -8,12 +8,11 @@ forgotten here at once too. Entries hold a SHA-256 digest, never the secret.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import OrderedDict
 
-from moderation.keys import Principal
+from moderation.keys import Principal, key_digest
 
 _MAX_KEYS = 10_000
 
@@ -27,13 +26,9 @@ class KnownKeys:
         self._seen: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    @staticmethod
-    def _digest(secret: str) -> str:
-        return hashlib.sha256(secret.encode()).hexdigest()
-
     def remember(self, secret: str, principal: Principal) -> None:
         with self._lock:
-            digest = self._digest(secret)
+            digest = key_digest(secret)
             self._seen[digest] = (principal, time.monotonic())
             self._seen.move_to_end(digest)
             while len(self._seen) > self.max_keys:
@@ -41,12 +36,12 @@ class KnownKeys:
 
     def forget(self, secret: str) -> None:
         with self._lock:
-            self._seen.pop(self._digest(secret), None)
+            self._seen.pop(key_digest(secret), None)
 
     def recall(self, secret: str) -> Principal | None:
         """The principal of a key seen within ``max_age_s``, else None."""
         with self._lock:
-            found = self._seen.get(self._digest(secret))
+            found = self._seen.get(key_digest(secret))
         if found is None or time.monotonic() - found[1] > self.max_age_s:
             return None
         return found[0]

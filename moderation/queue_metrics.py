@@ -49,19 +49,15 @@ class QueueDepthCollector(Collector):
         if self.redis_url is None:
             return
         try:
-            import redis
+            from moderation.redis_conn import redis_at
 
-            client = redis.Redis.from_url(
-                self.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5
-            )
-            with client.pipeline(transaction=False) as pipe:
+            with redis_at(self.redis_url, timeout=0.5).pipeline(transaction=False) as pipe:
                 for queue in QUEUES:
                     pipe.llen(queue)
                     for step in _PRIORITY_STEPS:
                         pipe.llen(f"{queue}{_PRIORITY_SEP}{step}")
                 pipe.hlen(_UNACKED_KEY)
                 counts = pipe.execute()
-            client.close()
         except Exception as exc:  # a scrape must not fail because Redis is down
             log.warning("queue depth unavailable: %s", type(exc).__name__)
             return

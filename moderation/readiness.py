@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from moderation.redis_conn import redis_at
 from moderation.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,22 +38,14 @@ class Check:
 
 
 def _redis(url: str) -> Any:
-    import redis
-
-    return redis.Redis.from_url(
-        url, socket_connect_timeout=PROBE_TIMEOUT_S, socket_timeout=PROBE_TIMEOUT_S
-    )
+    return redis_at(url, timeout=PROBE_TIMEOUT_S)
 
 
 def check_redis(url: str | None) -> Check:
     if not url:
         return Check("redis", False, "not configured")
     try:
-        client = _redis(url)
-        try:
-            client.ping()
-        finally:
-            client.close()
+        _redis(url).ping()
     except Exception as exc:
         log.warning("readiness: redis unreachable (%s)", type(exc).__name__)
         return Check("redis", False, "unreachable")
@@ -74,18 +67,15 @@ def check_database(url: str) -> Check:
 def worker_statuses(url: str) -> list[dict[str, Any]]:
     """The live heartbeats (expired ones are dropped from the index on the way)."""
     client = _redis(url)
-    try:
-        ids = sorted(m.decode() for m in client.smembers(HEARTBEAT_INDEX))
-        values = client.mget([HEARTBEAT_KEY + i for i in ids]) if ids else []
-        statuses = []
-        for worker_id, raw in zip(ids, values, strict=True):
-            if raw is None:
-                client.srem(HEARTBEAT_INDEX, worker_id)
-            else:
-                statuses.append(json.loads(raw))
-        return statuses
-    finally:
-        client.close()
+    ids = sorted(m.decode() for m in client.smembers(HEARTBEAT_INDEX))
+    values = client.mget([HEARTBEAT_KEY + i for i in ids]) if ids else []
+    statuses = []
+    for worker_id, raw in zip(ids, values, strict=True):
+        if raw is None:
+            client.srem(HEARTBEAT_INDEX, worker_id)
+        else:
+            statuses.append(json.loads(raw))
+    return statuses
 
 
 def check_models(url: str | None) -> Check:
@@ -128,15 +118,11 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
     def beat(self) -> None:
-        client = _redis(self.redis_url)
-        try:
-            ttl = max(1, round(3 * self.interval_s))
-            with client.pipeline(transaction=False) as pipe:
-                pipe.set(HEARTBEAT_KEY + self.worker_id, json.dumps(self.status), ex=ttl)
-                pipe.sadd(HEARTBEAT_INDEX, self.worker_id)
-                pipe.execute()
-        finally:
-            client.close()
+        ttl = max(1, round(3 * self.interval_s))
+        with _redis(self.redis_url).pipeline(transaction=False) as pipe:
+            pipe.set(HEARTBEAT_KEY + self.worker_id, json.dumps(self.status), ex=ttl)
+            pipe.sadd(HEARTBEAT_INDEX, self.worker_id)
+            pipe.execute()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -155,11 +141,8 @@ class Heartbeat:
         self._stop.set()
         try:
             client = _redis(self.redis_url)
-            try:
-                client.delete(HEARTBEAT_KEY + self.worker_id)
-                client.srem(HEARTBEAT_INDEX, self.worker_id)
-            finally:
-                client.close()
+            client.delete(HEARTBEAT_KEY + self.worker_id)
+            client.srem(HEARTBEAT_INDEX, self.worker_id)
         except Exception:
             pass  # it expires by itself
 

@@ -81,7 +81,7 @@ def get_verdict(rt: Runtime, content_id: str) -> Verdict | None:
         return load_verdict(s, content_id)
 
 
-def _fallback_id(payload: Any) -> str:
+def fallback_content_id(payload: Any) -> str:
     if isinstance(payload, dict):
         cid = payload.get("content_id")
         if isinstance(cid, str) and 0 < len(cid) <= 256 and "\x00" not in cid:
@@ -92,7 +92,7 @@ def _fallback_id(payload: Any) -> str:
 
 def record_failure(rt: Runtime, payload: Any, error: ModerationError) -> str:
     """Keep a failed item on record (never lost); returns the id it is recorded under."""
-    content_id = _fallback_id(payload)
+    content_id = fallback_content_id(payload)
     uploader = payload.get("uploader_id") if isinstance(payload, dict) else None
     with rt.session() as s:
         row = s.get(ItemRow, content_id)

@@ -20,7 +20,7 @@ from moderation import (
 from moderation.errors import ModerationError, TaskTimeout
 from moderation.queue import MODERATE_TASK
 from moderation.runtime import Runtime, get_runtime
-from moderation.service import _fallback_id, error_result, moderate_payload, record_failure
+from moderation.service import error_result, fallback_content_id, moderate_payload, record_failure
 from moderation.settings import get_settings
 from workers.app import app
 
@@ -51,7 +51,7 @@ def moderate(self, item: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
             try:
                 result = fail_mode.hold(rt, item, exc)
             except ModerationError as err:
-                result = error_result(_fallback_id(item), err)
+                result = error_result(fallback_content_id(item), err)
         else:
             # An unexpected fault (a bug, a transient error): retry a bounded number of
             # times, then dead-letter the item with its error instead of losing it.
