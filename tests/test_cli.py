@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from moderation.samples import BENCH_TEXT
 from tests.conftest import run_cli
 from tests.images import jpeg, near_copy, photo
 
@@ -127,3 +128,20 @@ def test_demo_decides_every_sample_as_expected() -> None:
         if r["decision"] != r["expected"]
     ]
     assert wrong == []
+
+
+def test_bench_text_reports_each_enabled_model_and_the_text_path() -> None:
+    report = json.loads(
+        cli("bench", "text", "--reps", "5", "--batches", "2", "--path-reps", "5", "--json").stdout
+    )
+    # The packaged policy enables the builtin model, int8 as its config says.
+    assert list(report["models"]) == ["builtin"]
+    assert report["models"]["builtin"]["quantization"] == "int8"
+    for stats in (
+        report["models"]["builtin"]["single"],
+        report["models"]["builtin"]["batch_of_32"],
+        report["text_path"],
+    ):
+        assert 0 < stats["p50"] <= stats["p95"] <= stats["p99"] <= stats["max"]
+    assert report["text_path"]["chars"] == len(BENCH_TEXT) + 7 and report["text_path"]["reps"] == 5
+    assert "--reps" in cli("bench", "text", "--reps", "0", check=False).stderr

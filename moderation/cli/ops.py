@@ -343,6 +343,24 @@ def bench_simhash(data: Path, seed: int, index_size: int) -> None:
     run(data, seed, index_size)
 
 
+@bench.command("text")
+@click.option("--reps", default=300, show_default=True, help="Single-text calls per model.")
+@click.option("--batches", default=30, show_default=True, help="Batches of 32 per model.")
+@click.option(
+    "--path-reps", default=300, show_default=True, help="Runs of the text path of moderate."
+)
+@json_option
+def bench_text(reps: int, batches: int, path_reps: int, as_json: bool) -> None:
+    """Text models: one text and batches of 32 on one thread, and what the budget item's
+    text adds inside `moderate` (keywords, models, SimHash and text banks)."""
+    from moderation.bench_text_model import format_table, run
+
+    if min(reps, batches, path_reps) < 1:
+        raise click.BadParameter("--reps, --batches and --path-reps must be >= 1")
+    report = run(reps=reps, batches=batches, path_reps=path_reps)
+    emit(report, as_json, format_table(report))
+
+
 @bench.command("video")
 @click.option("--seconds", default=60.0, show_default=True, help="Length of the 720p video.")
 @click.option("--reps", default=3, show_default=True, help="Timed runs of the throughput video.")
