@@ -25,7 +25,7 @@ Long texts are windowed (English: 128 tokens with 32 overlapping; Chinese: 128 c
 with 32 overlapping) and every sentence is also scored on its own (:func:`sentence_units`);
 a text's score is the maximum over its windows and sentences. Windows are bounded
 (``max_windows``); a longer text raises :class:`TextTooLong` rather than being truncated.
-int8 runs one sequence per call, so a text's scores do not depend on its batch-mates.
+int8 runs one text's sequences per call, so a text's scores do not depend on its batch-mates.
 
 Texts are expected already normalised with :func:`models.text_normalize.normalize` (the
 caller's job: keyword lists and models see the same text); training used normalised text.
@@ -538,10 +538,21 @@ def char_ngrams(text: str, ngram_range: tuple[int, int] = (1, 3), negation: int 
     out: list[str] = []
     n_chars = len(text)
     marked = negation_scope(text, negation)
+    # run[i]: how many marked characters start at i, so an n-gram is wholly marked when
+    # run[i] >= n (one pass instead of a slice per n-gram; this is on the task's hot path).
+    run = [0] * (n_chars + 1)
+    for i in range(n_chars - 1, -1, -1):
+        if marked[i]:
+            run[i] = run[i + 1] + 1
+    any_marked = any(run)
     for n in range(lo, min(hi + 1, n_chars + 1)):
-        for i in range(n_chars - n + 1):
-            gram = text[i : i + n]
-            out.append(NEGATED + gram if negation and all(marked[i : i + n]) else gram)
+        starts = range(n_chars - n + 1)
+        if any_marked:
+            out.extend(
+                NEGATED + text[i : i + n] if run[i] >= n else text[i : i + n] for i in starts
+            )
+        else:
+            out.extend([text[i : i + n] for i in starts])
     return out
 
 
@@ -614,8 +625,10 @@ class ChineseNgramModel:
 
     def logits_one(self, text: str) -> npt.NDArray[np.float64]:
         """Logits ``(labels,)`` of one window (no windowing)."""
-        grams = char_ngrams(text, self.ngram_range, self.negation)
-        counts = Counter(g for g in grams if g in self.vocab)
+        vocab = self.vocab
+        counts = Counter(char_ngrams(text, self.ngram_range, self.negation))
+        for gram in [g for g in counts if g not in vocab]:
+            del counts[gram]
         if not counts:
             return self.intercept.copy()
         idx = np.fromiter((self.vocab[g] for g in counts), np.int64, len(counts))
@@ -776,7 +789,7 @@ class BuiltinTextClassifier(TextClassifier):
         self._cls = self._tokenizer.token_to_id("[CLS]")
         self._sep = self._tokenizer.token_to_id("[SEP]")
         self._run: Any = None
-        self._per_sequence = False
+        self._per_text = False
         self._lock = threading.Lock()
 
     # -- the encoder session ----------------------------------------------------------
@@ -816,7 +829,7 @@ class BuiltinTextClassifier(TextClassifier):
                 )
         if backend == "torch":
             return self._torch_runner()
-        self._per_sequence = self.quantization == "int8"
+        self._per_text = self.quantization == "int8"
         return self._onnx_runner()
 
     def _onnx_runner(self) -> Any:
@@ -908,34 +921,38 @@ class BuiltinTextClassifier(TextClassifier):
         flat = [(i, w) for i, ws in enumerate(per_text) for w in ws]
         logits = np.full((len(texts), len(LABELS)), -np.inf)
         if flat:
-            pooled = self._pooled([w for _, w in flat])
+            pooled = self._pooled([w for _, w in flat], [i for i, _ in flat])
             window_logits = pooled.astype(np.float64) @ self.head_w.T.astype(np.float64)
             window_logits += self.head_b
             for (i, _), row in zip(flat, window_logits, strict=True):
                 np.maximum(logits[i], row, out=logits[i])
         return np.where(np.isinf(logits), 0.0, _sigmoid(logits))
 
-    def _pooled(self, seqs: list[list[int]]) -> npt.NDArray[np.float32]:
-        """Pooled encoder outputs of token sequences.
+    def _pooled(self, seqs: list[list[int]], owners: list[int]) -> npt.NDArray[np.float32]:
+        """Pooled encoder outputs of token sequences; ``owners[i]``: the text of ``seqs[i]``.
 
-        int8: one sequence per run. Dynamic quantisation scales a layer's activations by the
-        range of the whole input tensor, so in a batch a text's score would depend on its
-        batch-mates. fp32 and torch: length-sorted buckets, so padding stays small.
+        Runs take length-sorted buckets, so padding stays small. int8: a bucket holds one
+        text's sequences only. Dynamic quantisation scales a layer's activations by the range
+        of the whole input tensor, so across texts a score would depend on its batch-mates.
         """
         run = self._encoder()
-        per_sequence = self._per_sequence
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        per_text = self._per_text
+        # A run's fixed cost is about that of ten tokens, so one text's few sequences
+        # share a bucket more readily than many texts' do.
+        slack = 16 if per_text else 4
+        order = sorted(range(len(seqs)), key=lambda i: (owners[i] if per_text else 0, len(seqs[i])))
         out: npt.NDArray[np.float32] | None = None
         start = 0
         while start < len(order):
-            # A bucket: up to 16 sequences whose longest is at most ~1.3x its shortest.
-            shortest = len(seqs[order[start]])
+            # A bucket: up to 16 sequences, the longest at most 1.3x the shortest + slack.
+            first = order[start]
+            shortest = len(seqs[first])
             end = start + 1
             while (
-                not per_sequence
-                and end < len(order)
+                end < len(order)
                 and end - start < 16
-                and len(seqs[order[end]]) <= shortest * 1.3 + 4
+                and len(seqs[order[end]]) <= shortest * 1.3 + slack
+                and not (per_text and owners[order[end]] != owners[first])
             ):
                 end += 1
             bucket = order[start:end]

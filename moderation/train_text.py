@@ -1,9 +1,10 @@
 """Training of the built-in text classifier (``moderation train text``).
 
 Reads the labelled sets under ``data_dir`` (layout of ``../shared/data``: see its README),
-makes seeded, grouped dev splits, extracts frozen MiniLM features for English, fits the
-heads and the Chinese character n-gram model, picks decision thresholds on dev and writes
-the artefacts :class:`models.text_builtin.BuiltinTextClassifier` loads.
+makes seeded, grouped dev splits, adds the contrast sets (:mod:`moderation.text_contrast`),
+trains LoRA adapters and heads on the cut MiniLM for English and the Chinese character
+n-gram model, picks decision thresholds on dev and writes the artefacts
+:class:`models.text_builtin.BuiltinTextClassifier` loads.
 
 Everything here is a pure function of (data, seed, options): the same inputs give the same
 artefacts on the same machine (single-threaded torch for the encoder, seeded shuffles,
@@ -401,7 +402,54 @@ def _english_train_set(sets: dict[str, Split], seed: int) -> list[Example]:
         toxigen.append(ex)
         k = SWAPS_HATEFUL if ex.labels[hate] == 1.0 else SWAPS_NEUTRAL
         toxigen.extend(identity_swaps(ex, rng, k))
-    return neither + hateful + offensive + toxigen * TOXIGEN_REPEAT + sets["madlibs"].train
+    return (
+        neither
+        + hateful
+        + offensive
+        + toxigen * TOXIGEN_REPEAT
+        + sets["madlibs"].train
+        + sets["contrast_en"].train
+    )
+
+
+def contrast_sets(sets: dict[str, Split], seed: int) -> dict[str, Split]:
+    """``contrast_en`` and ``contrast_zh``: claims asserted, denied and framed (text_contrast).
+
+    Framed statements come from ToxiGen and COLD and keep those sentences' splits, so a dev
+    sentence is never framed into training. Labels: hate = any = the contrast label, sexism
+    = hate when the text is about women (else 0), offensive = 0 for benign texts and not
+    annotated for hateful ones (as ToxiGen's); an insult said to the reader is offensive
+    and any, not hate.
+    """
+    from moderation.text_contrast import chinese_contrast, english_contrast
+
+    def rows(split: Split, hate: float) -> list[tuple[str, str]]:
+        idx = LABELS.index("hate")
+        return [(e.text, e.split) for e in split.train + split.dev if e.labels[idx] == hate]
+
+    made = {
+        "contrast_en": english_contrast(
+            rows(sets["toxigen"], 1.0), rows(sets["toxigen"], 0.0), seed
+        ),
+        "contrast_zh": chinese_contrast(rows(sets["cold"], 1.0), rows(sets["cold"], 0.0), seed),
+    }
+    out: dict[str, Split] = {}
+    for name, texts in made.items():
+        split = Split()
+        for t in texts:
+            if t.insult:
+                labels = _labels(offensive=1.0, hate=0.0, sexism=0.0, any_=1.0)
+            else:
+                labels = _labels(
+                    offensive=0.0 if t.hate == 0.0 else NA,
+                    hate=t.hate,
+                    sexism=t.hate if t.about_women else 0.0,
+                    any_=t.hate,
+                )
+            ex = Example(t.text, name, t.split, labels, group=t.kind)  # the split is fixed
+            (split.dev if t.split == "dev" else split.train).append(ex)
+        out[name] = split
+    return out
 
 
 def _fit_chinese(train: list[Example]) -> Any:
@@ -565,7 +613,7 @@ def _dev_metrics(clf: Any, sets: dict[str, Split]) -> dict[str, Any]:
     """Dev metrics through the classifier as it runs in the service (routing, anchoring)."""
     idx = {name: i for i, name in enumerate(LABELS)}
     out: dict[str, Any] = {}
-    for name in DATASETS:
+    for name in sets:
         dev = sets[name].dev
         if not dev:
             continue
@@ -633,6 +681,7 @@ def train(
     enc_files = read_encoder(enc_dir, tuple(ENCODER_SHA256))
 
     sets = load_examples(data_dir, seed)
+    sets.update(contrast_sets(sets, seed))
     for name, split in sets.items():
         split.train = _subsample(split.train, opts.max_per_set, seed, name + ":train")
         split.dev = _subsample(split.dev, opts.max_per_set, seed, name + ":dev")
@@ -643,7 +692,7 @@ def train(
     log.info("data: %s", counts)
 
     t0 = time.perf_counter()
-    zh = _fit_chinese(sets["cold"].train + sets["swsr"].train)
+    zh = _fit_chinese(sets["cold"].train + sets["swsr"].train + sets["contrast_zh"].train)
     zh.save(out_dir / ZH_FILE)
     zh_seconds = time.perf_counter() - t0
     log.info("Chinese model: %d n-grams, %.0f s", len(zh.vocab), zh_seconds)

@@ -83,42 +83,64 @@ def test_harmful_scores_above_benign_in_english_and_chinese(clf: BuiltinTextClas
         assert min(bad) >= 0.5 > max(good), (bad, good)
 
 
-@pytest.mark.parametrize(
-    ("hateful", "answers"),
-    [
-        (
-            "I hate all muslims, they are vermin",
-            ["I don't hate muslims", "We stand with our muslim neighbours against hate"],
-        ),
-        ("黑人都是垃圾，滚出中国", ["我们应该尊重每一个民族"]),
-    ],
-)
-def test_negation_and_counter_speech_score_below_the_hate_they_answer(
-    clf: BuiltinTextClassifier, hateful: str, answers: list[str]
-) -> None:
-    high = score(clf, hateful, "hate")
-    assert high >= 0.5
-    for answer in answers:
-        # Ranked well below; "I don't hate muslims" still scores near the threshold.
-        assert score(clf, answer, "hate") < high - 0.3, answer
+def _limitation(reason: str) -> pytest.MarkDecorator:
+    return pytest.mark.xfail(strict=True, reason=f"known limitation: {reason}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limitation: counter-speech that repeats the hateful words scores as hate "
-    "(no such examples in the training data); see models/cards/text.md",
+_NAMING = _limitation(
+    "counter-speech that names the slur and condemns it with a word that is itself an insult "
+    "('disgusting') scores as hate; see models/cards/text.md"
 )
+_ZH_LEXICAL = _limitation(
+    "the Chinese path is an n-gram model: a denied or condemned insult keeps much of the "
+    "insult's weight; see models/cards/text.md"
+)
+_MUSLIMS = "I hate all muslims, they are vermin"
+_IMMIGRANTS = "Immigrants are criminals who should be deported"
+_GAY = "Gay people are disgusting perverts"
+_ZH_BLACK = "黑人都是垃圾，滚出中国"
+_ZH_HENAN = "河南人都是骗子"
+
+
 @pytest.mark.parametrize(
     ("hateful", "answer"),
     [
-        ("I hate all muslims, they are vermin", "Calling muslims vermin is disgusting and wrong"),
-        ("黑人都是垃圾，滚出中国", "黑人不是垃圾，他们和我们一样"),
+        (_MUSLIMS, "I don't hate muslims"),
+        (_MUSLIMS, "We stand with our muslim neighbours against hate"),
+        pytest.param(_MUSLIMS, "Calling muslims vermin is disgusting and wrong", marks=_NAMING),
+        (_IMMIGRANTS, "Immigrants are not criminals"),
+        (_IMMIGRANTS, "Saying immigrants are criminals is a lie"),
+        (_GAY, "Gay people are not perverts"),
+        (_GAY, "My coworker said gay people are perverts and I told him he was wrong"),
+        (_ZH_BLACK, "我们应该尊重每一个民族"),
+        pytest.param(_ZH_BLACK, "黑人不是垃圾，他们和我们一样", marks=_ZH_LEXICAL),
+        (_ZH_HENAN, "河南人不是骗子"),
+        pytest.param(_ZH_HENAN, "说河南人都是骗子就是地域歧视", marks=_ZH_LEXICAL),
     ],
 )
-def test_known_limitation_counter_speech_quoting_the_hate(
+def test_negation_and_counter_speech_score_below_the_hate_they_answer(
     clf: BuiltinTextClassifier, hateful: str, answer: str
 ) -> None:
-    assert score(clf, answer, "hate") < score(clf, hateful, "hate") - 0.3
+    high = score(clf, hateful, "hate")
+    assert high >= 0.5
+    assert score(clf, answer, "hate") < high - 0.3
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Muslims are not human.",
+        "Jews do not belong in this country",
+        "Refugees do not deserve any help",
+        "Women should never be allowed to vote",
+        "黑人不是人",
+        "女人不配当领导",
+    ],
+)
+def test_hate_phrased_as_a_negation_is_still_hate(clf: BuiltinTextClassifier, text: str) -> None:
+    # Training on negated hate alone taught "not means benign"; the contrast sets deny
+    # dignity predicates as well, so a denial can be the hate itself.
+    assert score(clf, text, "hate") >= 0.5
 
 
 FUNCTIONAL = Path(__file__).parent / "data" / "functional_text.jsonl"
@@ -191,6 +213,8 @@ def test_empty_and_whitespace_texts_score_zero(clf: BuiltinTextClassifier) -> No
 def test_batch_equals_singles(clf: BuiltinTextClassifier) -> None:
     texts = [normalize(t) for t in HARMFUL_EN + BENIGN_ZH + BENIGN_EN + HARMFUL_ZH]
     texts += ["word " * 300, "你好 hello 世界 this is mixed 文本", ""]
+    # Several sentences (one run per text under int8) beside one-sentence texts.
+    texts += [normalize(" ".join([*BENIGN_EN[:3], HARMFUL_EN[0]])), normalize(HARMFUL_EN[1])]
     batch = clf.classify_batch(texts)
     singles = [clf.classify(t) for t in texts]
     for b, s in zip(batch, singles, strict=True):
