@@ -145,11 +145,12 @@ def run_job(rt: Runtime, content_id: str) -> dict[str, Any]:
             error = exc
         done += duration
     verdict = _final_verdict(rt, content_id, base, results, error)
-    _store_final(rt, content_id, verdict, results, error)
     if verdict.decision == "review" and clips:
-        # Its own transaction: losing it (a crash right here) only costs playback.
+        # Before the verdict, which queues the item: a reviewer who takes it at once must
+        # find its clip. Its own transaction keeps the large blobs out of the verdict's.
         with rt.session() as s:
             keep_clips(s, content_id, clips)
+    _store_final(rt, content_id, verdict, results, error)
     webhooks.enqueue(rt, "verdict.final", content_id, verdict.model_dump())
     return verdict.model_dump()
 
