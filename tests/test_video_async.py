@@ -207,6 +207,55 @@ def test_a_job_that_cannot_finish_goes_to_review_with_its_error(runtime, queue_e
     assert fail_job(runtime, cid, TaskTimeout("again"))["decision"] == "review"
 
 
+def test_a_review_verdict_finds_its_clip_already_kept(runtime, uid: str, reference) -> None:  # type: ignore[no-untyped-def]
+    """The final verdict queues the item only once its clip is stored: a reviewer who takes
+    it the moment it is queued can play it (run in-process to watch the queue insert)."""
+    from sqlalchemy import event, select
+
+    from models.video_decode import VideoLimits
+    from moderation import banks
+    from moderation.domain import Item, MediaRef, Verdict
+    from moderation.pipeline import Analysis, PendingVideo
+    from moderation.service import _store
+    from moderation.storage.tables import ReviewClipRow, ReviewItemRow
+    from moderation.video import add_video_entry, fingerprint_reference
+    from moderation.video_jobs import run_job
+
+    _, data = reference
+    bank = f"clip-first-{uid}"
+    _, frames = fingerprint_reference(data, VideoLimits())
+    with runtime.session() as s:
+        banks.create_bank(s, bank, kind="video", action="review")
+        add_video_entry(s, banks.get_bank_row(s, bank), frames, "", "ref.mp4")
+    cid = f"vid-{uuid.uuid4().hex}"
+    ref = MediaRef(kind="video", data_b64=base64.b64encode(data).decode())
+    with runtime.session() as s:
+        _store(
+            s,
+            Item(content_id=cid, uploader_id="u", media=[ref]),
+            Verdict(content_id=cid, decision="allow", policy_version="t"),
+            Analysis(videos=[PendingVideo(0, ref, 24.0)]),
+        )
+    clips_when_queued: list[list[int]] = []
+
+    def on_insert(mapper, connection, target) -> None:  # type: ignore[no-untyped-def]
+        if target.content_id == cid:
+            found = connection.execute(
+                select(ReviewClipRow.media_index).where(ReviewClipRow.content_id == cid)
+            )
+            clips_when_queued.append(list(found.scalars()))
+
+    event.listen(ReviewItemRow, "before_insert", on_insert)
+    try:
+        out = run_job(runtime, cid)
+    finally:
+        event.remove(ReviewItemRow, "before_insert", on_insert)
+        with runtime.session() as s:
+            banks.delete_bank(s, bank)
+    assert out["decision"] == "review", out
+    assert clips_when_queued == [[0]]
+
+
 def test_garbage_sent_as_a_video_is_a_clear_error(sender) -> None:  # type: ignore[no-untyped-def]
     out = sender(_video_item(b"\x00\x00\x00\x18ftypmp42" + b"\xff" * 4000))
     assert out["error"]["field"] == "media[0]"
