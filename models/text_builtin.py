@@ -25,7 +25,8 @@ Long texts are windowed (English: 128 tokens with 32 overlapping; Chinese: 128 c
 with 32 overlapping) and every sentence is also scored on its own (:func:`sentence_units`);
 a text's score is the maximum over its windows and sentences. Windows are bounded
 (``max_windows``); a longer text raises :class:`TextTooLong` rather than being truncated.
-int8 runs one text's sequences per call, so a text's scores do not depend on its batch-mates.
+A text's sequences are packed into shared rows (attention stays within each sequence), and
+int8 runs one text's rows per call, so a text's scores do not depend on its batch-mates.
 
 Texts are expected already normalised with :func:`models.text_normalize.normalize` (the
 caller's job: keyword lists and models see the same text); training used normalised text.
@@ -78,6 +79,7 @@ __all__ = [
     "default_cache_dir",
     "encoder_dir",
     "make_torch_encoder",
+    "pack_rows",
     "read_encoder",
     "route",
     "save_npz",
@@ -108,7 +110,8 @@ ADAPTER_FILE = "encoder_adapter.npz"
 ZH_FILE = "zh_ngram.npz"
 DEFAULT_MAX_WINDOWS = 256
 # Bumped whenever build_encoder_onnx changes the graph it writes: part of the cache key.
-ONNX_BUILDER_VERSION = "1"
+ONNX_BUILDER_VERSION = "2"
+PACKED_INPUTS = ("input_ids", "position_ids", "segment_ids")
 
 Backend = Literal["auto", "onnx", "torch"]
 Quantization = Literal["int8", "fp32"]
@@ -289,7 +292,44 @@ def make_torch_encoder(
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
+        def packed(self, input_ids: Any, position_ids: Any, segment_ids: Any) -> Any:
+            """Hidden states ``(rows, tokens, hidden)`` of rows that each hold several sequences.
+
+            A token attends only to tokens of its own segment (``segment_ids``, 0: padding)
+            and ``position_ids`` restart at each segment, so a segment's states equal those
+            of the sequence run alone.
+            """
+            embedded = self.bert.embeddings(
+                input_ids=input_ids,
+                position_ids=position_ids,
+                token_type_ids=torch.zeros_like(input_ids),
+            )
+            same = (segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1)) & (
+                segment_ids.unsqueeze(1) > 0
+            )
+            low = torch.finfo(embedded.dtype).min
+            additive = torch.where(same, 0.0, low).to(embedded.dtype).unsqueeze(1)
+            return self.bert.encoder(embedded, attention_mask=additive).last_hidden_state
+
     return PooledEncoder().eval()
+
+
+def pack_rows(lengths: Sequence[int], owners: Sequence[int], limit: int) -> list[list[int]]:
+    """Sequences (by index) packed into rows of at most ``limit`` tokens, in order.
+
+    A row holds one owner's sequences only; a sequence longer than ``limit`` gets a row
+    of its own.
+    """
+    rows: list[list[int]] = []
+    used = 0
+    for i, n in enumerate(lengths):
+        if rows and owners[rows[-1][0]] == owners[i] and used + n <= limit:
+            rows[-1].append(i)
+            used += n
+        else:
+            rows.append([i])
+            used = n
+    return rows
 
 
 def adapter_arrays(module: Any) -> dict[str, npt.NDArray[np.float32]]:
@@ -342,8 +382,10 @@ def build_encoder_onnx(
 ) -> None:
     """Export the merged encoder to ONNX (opset 17), quantise it if asked, write atomically.
 
-    Weights are read and verified again here: the bytes exported are the bytes hashed.
-    int8 is onnxruntime's dynamic quantisation, weights QInt8 per output channel.
+    The graph takes packed rows (``PooledEncoder.packed``; inputs :data:`PACKED_INPUTS`,
+    output ``hidden``) and leaves pooling to the caller. Weights are read and verified again
+    here: the bytes exported are the bytes hashed. int8 is onnxruntime's dynamic
+    quantisation, weights QInt8 per output channel.
     """
     import torch
 
@@ -352,21 +394,30 @@ def build_encoder_onnx(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".build-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
+        # Two rows: one with two segments, one padded, so no dimension is traced as fixed.
         ids = torch.ones((2, 8), dtype=torch.long)
-        mask = torch.ones((2, 8), dtype=torch.long)
-        mask[1, 5:] = 0
+        positions = torch.tensor([[0, 1, 2, 0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 0, 0, 0]])
+        segments = torch.tensor([[1, 1, 1, 2, 2, 2, 2, 2], [1, 1, 1, 1, 1, 0, 0, 0]])
+
+        class Packed(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.inner = module
+
+            def forward(self, input_ids: Any, position_ids: Any, segment_ids: Any) -> Any:
+                return self.inner.packed(input_ids, position_ids, segment_ids)
+
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module,
-                (ids, mask),
+                Packed().eval(),
+                (ids, positions, segments),
                 str(fp32),
-                input_names=["input_ids", "attention_mask"],
-                output_names=["pooled"],
+                input_names=list(PACKED_INPUTS),
+                output_names=["hidden"],
                 dynamic_axes={
-                    "input_ids": {0: "batch", 1: "tokens"},
-                    "attention_mask": {0: "batch", 1: "tokens"},
-                    "pooled": {0: "batch"},
+                    **{name: {0: "rows", 1: "tokens"} for name in PACKED_INPUTS},
+                    "hidden": {0: "rows", 1: "tokens"},
                 },
                 opset_version=17,
                 dynamo=False,
@@ -625,13 +676,13 @@ class ChineseNgramModel:
 
     def logits_one(self, text: str) -> npt.NDArray[np.float64]:
         """Logits ``(labels,)`` of one window (no windowing)."""
-        vocab = self.vocab
-        counts = Counter(char_ngrams(text, self.ngram_range, self.negation))
-        for gram in [g for g in counts if g not in vocab]:
-            del counts[gram]
+        # Counted by vocabulary id, in order of first occurrence: the same terms in the same
+        # order as counting the n-grams themselves, without a Python loop per n-gram.
+        grams = char_ngrams(text, self.ngram_range, self.negation)
+        counts = Counter([i for i in map(self.vocab.get, grams) if i is not None])
         if not counts:
             return self.intercept.copy()
-        idx = np.fromiter((self.vocab[g] for g in counts), np.int64, len(counts))
+        idx = np.fromiter(counts.keys(), np.int64, len(counts))
         tf = np.fromiter(counts.values(), np.float64, len(counts))
         x = (1.0 + np.log(tf)) * self.idf[idx]
         x /= np.linalg.norm(x)
@@ -853,8 +904,13 @@ class BuiltinTextClassifier(TextClassifier):
             raise ModelConfigError(f"{self.name}: cannot read {path}: {exc}") from exc
         session = onnx_session(path, data, _sha256(data), threads=self.threads)
 
-        def run(ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> Any:
-            return session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        def run(
+            ids: npt.NDArray[np.int64],
+            positions: npt.NDArray[np.int64],
+            segments: npt.NDArray[np.int64],
+        ) -> Any:
+            feed = dict(zip(PACKED_INPUTS, (ids, positions, segments), strict=True))
+            return session.run(None, feed)[0]
 
         return run
 
@@ -869,9 +925,14 @@ class BuiltinTextClassifier(TextClassifier):
         )
         torch.set_num_threads(self.threads)
 
-        def run(ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> Any:
+        def run(
+            ids: npt.NDArray[np.int64],
+            positions: npt.NDArray[np.int64],
+            segments: npt.NDArray[np.int64],
+        ) -> Any:
             with torch.inference_mode():
-                return module(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+                tensors = (torch.from_numpy(a) for a in (ids, positions, segments))
+                return module.packed(*tensors).numpy()
 
         return run
 
@@ -929,43 +990,63 @@ class BuiltinTextClassifier(TextClassifier):
         return np.where(np.isinf(logits), 0.0, _sigmoid(logits))
 
     def _pooled(self, seqs: list[list[int]], owners: list[int]) -> npt.NDArray[np.float32]:
-        """Pooled encoder outputs of token sequences; ``owners[i]``: the text of ``seqs[i]``.
+        """Mean-pooled encoder outputs of token sequences; ``owners[i]``: the text of ``seqs[i]``.
 
-        Runs take length-sorted buckets, so padding stays small. int8: a bucket holds one
-        text's sequences only. Dynamic quantisation scales a layer's activations by the range
+        Sequences are packed into rows of up to ``window_tokens`` (a text's sentences share
+        one row: no padding, one call), rows into length-sorted buckets. int8: a bucket holds
+        one text's rows only. Dynamic quantisation scales a layer's activations by the range
         of the whole input tensor, so across texts a score would depend on its batch-mates.
         """
         run = self._encoder()
         per_text = self._per_text
-        # A run's fixed cost is about that of ten tokens, so one text's few sequences
-        # share a bucket more readily than many texts' do.
+        order = sorted(range(len(seqs)), key=lambda i: (owners[i], i))
+        packed = pack_rows(
+            [len(seqs[i]) for i in order],
+            [owners[i] if per_text else 0 for i in order],
+            self.spec.window_tokens,
+        )
+        rows = [[order[j] for j in row] for row in packed]
+        width_of = [sum(len(seqs[i]) for i in row) for row in rows]
+        row_owner = [owners[row[0]] for row in rows]
+        # A call's fixed cost is about that of ten tokens, so one text's rows share a
+        # bucket more readily than many texts' do.
         slack = 16 if per_text else 4
-        order = sorted(range(len(seqs)), key=lambda i: (owners[i] if per_text else 0, len(seqs[i])))
+        row_order = sorted(
+            range(len(rows)), key=lambda r: (row_owner[r] if per_text else 0, width_of[r])
+        )
         out: npt.NDArray[np.float32] | None = None
         start = 0
-        while start < len(order):
-            # A bucket: up to 16 sequences, the longest at most 1.3x the shortest + slack.
-            first = order[start]
-            shortest = len(seqs[first])
+        while start < len(row_order):
+            # A bucket: up to 16 rows, the longest at most 1.3x the shortest + slack.
+            first = row_order[start]
             end = start + 1
             while (
-                end < len(order)
+                end < len(row_order)
                 and end - start < 16
-                and len(seqs[order[end]]) <= shortest * 1.3 + slack
-                and not (per_text and owners[order[end]] != owners[first])
+                and width_of[row_order[end]] <= width_of[first] * 1.3 + slack
+                and not (per_text and row_owner[row_order[end]] != row_owner[first])
             ):
                 end += 1
-            bucket = order[start:end]
-            width = len(seqs[bucket[-1]])
+            bucket = row_order[start:end]
+            width = max(width_of[r] for r in bucket)
             ids = np.zeros((len(bucket), width), np.int64)
-            mask = np.zeros((len(bucket), width), np.int64)
-            for row, i in enumerate(bucket):
-                ids[row, : len(seqs[i])] = seqs[i]
-                mask[row, : len(seqs[i])] = 1
-            pooled = np.asarray(run(ids, mask), np.float32)
+            positions = np.zeros((len(bucket), width), np.int64)
+            segments = np.zeros((len(bucket), width), np.int64)
+            spans: list[tuple[int, int, int, int]] = []  # (sequence, bucket row, start, end)
+            for r_idx, r in enumerate(bucket):
+                at = 0
+                for segment, i in enumerate(rows[r], start=1):
+                    n = len(seqs[i])
+                    ids[r_idx, at : at + n] = seqs[i]
+                    positions[r_idx, at : at + n] = np.arange(n)
+                    segments[r_idx, at : at + n] = segment
+                    spans.append((i, r_idx, at, at + n))
+                    at += n
+            hidden = np.asarray(run(ids, positions, segments), np.float32)
             if out is None:
-                out = np.zeros((len(seqs), pooled.shape[1]), np.float32)
-            out[bucket] = pooled
+                out = np.zeros((len(seqs), hidden.shape[2]), np.float32)
+            for i, r_idx, a, b in spans:
+                out[i] = hidden[r_idx, a:b].mean(axis=0)
             start = end
         assert out is not None
         return out

@@ -22,6 +22,9 @@ from models.text_builtin import (
     TextTooLong,
     char_ngrams,
     encoder_dir,
+    make_torch_encoder,
+    pack_rows,
+    read_encoder,
     route,
     windows,
 )
@@ -354,6 +357,60 @@ def test_onnx_fp32_equals_torch(cache: Path) -> None:
     a = onnx.english_probabilities(texts)
     b = torch.english_probabilities(texts)
     assert np.abs(a - b).max() < 1e-4
+
+
+def test_packed_sequences_pool_as_if_each_ran_alone(cache: Path) -> None:
+    # Packed rows must keep sentences apart (attention within a segment, positions from 0):
+    # the ONNX fp32 graph's pooled states equal the torch module's on each sequence alone.
+    import torch
+
+    onnx = BuiltinTextClassifier(cache_dir=cache, quantization="fp32", backend="onnx")
+    texts = [
+        normalize(" ".join([*BENIGN_EN[:3], HARMFUL_EN[0]])),
+        normalize(HARMFUL_EN[1]),
+        normalize(_benign_text(900) + " " + HARMFUL_EN[2]),
+    ]
+    seqs: list[list[int]] = []
+    owners: list[int] = []
+    for i, text in enumerate(texts):
+        for seq in onnx._english_sequences(text):
+            seqs.append(seq)
+            owners.append(i)
+    assert len(seqs) > 8 and max(map(len, seqs)) == onnx.spec.window_tokens
+    files = read_encoder(encoder_dir(), ("config.json", "model.safetensors"), ENCODER_SHA256)
+    module = make_torch_encoder(
+        files["config.json"], files["model.safetensors"], onnx.spec, onnx.adapter
+    )
+    with torch.inference_mode():
+        alone = np.stack(
+            [module(torch.tensor([s]), torch.ones((1, len(s)), dtype=torch.long))[0] for s in seqs]
+        )
+    packed = onnx._pooled(seqs, owners)
+    assert np.abs(packed - alone).max() < 1e-4
+
+
+def test_int8_runs_a_short_texts_sentences_as_one_packed_row(cache: Path) -> None:
+    clf = BuiltinTextClassifier(cache_dir=cache)
+    run = clf._encoder()
+    shapes: list[tuple[int, ...]] = []
+
+    def counting(*arrays: np.ndarray) -> np.ndarray:
+        shapes.append(arrays[0].shape)
+        return run(*arrays)
+
+    clf._run = counting
+    text = normalize(" ".join([*BENIGN_EN[:3], HARMFUL_EN[0]]))
+    n_tokens = sum(map(len, clf._english_sequences(text)))
+    clf.english_probabilities([text, normalize(HARMFUL_EN[1])])
+    # One call per text (int8 never mixes texts), the first text's four sentences in one row.
+    assert shapes[0] == (1, n_tokens) and len(shapes) == 2
+
+
+def test_pack_rows_fills_rows_in_order_within_the_limit_and_owner() -> None:
+    rows = pack_rows([5, 6, 4, 10, 3, 20, 2], [0, 0, 0, 0, 1, 1, 1], limit=16)
+    assert rows == [[0, 1, 2], [3], [4], [5], [6]]
+    assert pack_rows([], [], limit=8) == []
+    assert pack_rows([3, 3], [0, 0], limit=6) == [[0, 1]]
 
 
 def test_heavy_libraries_are_imported_lazily() -> None:
