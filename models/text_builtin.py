@@ -47,7 +47,6 @@ import re
 import tempfile
 import threading
 import warnings
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +68,7 @@ __all__ = [
     "ENCODER_SHA256",
     "FORMAT",
     "LABELS",
+    "NEGATED",
     "BuiltinTextClassifier",
     "ChineseNgramModel",
     "EncoderSpec",
@@ -79,6 +79,7 @@ __all__ = [
     "default_cache_dir",
     "encoder_dir",
     "make_torch_encoder",
+    "ngram_keys",
     "pack_rows",
     "read_encoder",
     "route",
@@ -607,6 +608,78 @@ def char_ngrams(text: str, ngram_range: tuple[int, int] = (1, 3), negation: int 
     return out
 
 
+# An n-gram of up to three characters as one uint64: 21 bits per code point (+1, so a shorter
+# n-gram never equals a longer one), the top bit for "wholly inside a negator's scope".
+_CP_BITS = 21
+_NEGATED_BIT = np.uint64(1 << 63)
+
+
+def _fold(codes: npt.NDArray[np.uint64], n: int) -> npt.NDArray[np.uint64]:
+    """Keys of the ``n``-grams of a row of code points (+1), one per start."""
+    count = len(codes) - n + 1
+    key = codes[:count].copy()
+    for j in range(1, n):
+        key <<= np.uint64(_CP_BITS)
+        key |= codes[j : j + count]
+    return key
+
+
+def ngram_keys(
+    text: str, ngram_range: tuple[int, int] = (1, 3), negation: int = 0
+) -> npt.NDArray[np.uint64]:
+    """:func:`char_ngrams` as uint64 keys, in the same order (n-grams up to 3 characters)."""
+    text = _SPACES_RE.sub(" ", text)
+    lo, hi = ngram_range
+    if hi > 3:
+        raise ValueError("n-gram keys hold at most 3 characters")
+    codes = np.frombuffer(text.encode("utf-32-le"), np.uint32).astype(np.uint64) + np.uint64(1)
+    marked = np.array(negation_scope(text, negation), bool) if negation > 0 else None
+    parts = []
+    for n in range(lo, min(hi, len(text)) + 1):
+        key = _fold(codes, n)
+        if marked is not None:
+            whole = marked[: len(key)].copy()
+            for j in range(1, n):
+                whole &= marked[j : j + len(key)]
+            key[whole] |= _NEGATED_BIT
+        parts.append(key)
+    return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+
+
+def vocabulary_keys(
+    terms: npt.NDArray[np.str_],
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
+    """Sorted keys of vocabulary terms and the term index of each key.
+
+    A term ``NEGATED + g`` gets the negated key of ``g`` and, when short enough, also the
+    plain key of its own characters: a literal "¬" in a text matches as the string did.
+    """
+    width = terms.dtype.itemsize // 4
+    if width > 4:
+        raise ValueError("vocabulary terms hold at most 4 characters")
+    cps = np.ascontiguousarray(terms.astype(f"<U{max(width, 1)}")).view(np.uint32)
+    cps = cps.reshape(len(terms), max(width, 1)).astype(np.uint64)
+    lengths = (cps > 0).sum(axis=1)
+    codes = np.where(cps > 0, cps + np.uint64(1), np.uint64(0))
+
+    def fold(rows: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+        key = np.zeros(len(rows), np.uint64)
+        for j in range(rows.shape[1]):
+            nonzero = rows[:, j] > 0
+            key[nonzero] = (key[nonzero] << np.uint64(_CP_BITS)) | rows[nonzero, j]
+        return key
+
+    index = np.arange(len(terms), dtype=np.int64)
+    negated = (cps[:, 0] == ord(NEGATED)) & (lengths >= 2)
+    plain = lengths <= 3
+    keys = [fold(codes[plain]), fold(codes[negated, 1:]) | _NEGATED_BIT]
+    ids = [index[plain], index[negated]]
+    all_keys = np.concatenate(keys)
+    all_ids = np.concatenate(ids)
+    order = np.argsort(all_keys, kind="stable")
+    return all_keys[order], all_ids[order]
+
+
 class ChineseNgramModel:
     """tf-idf over character n-grams (sublinear tf, l2) and one logistic regression per label.
 
@@ -636,6 +709,12 @@ class ChineseNgramModel:
         self.window_overlap = window_overlap
         if self.idf.shape != (len(self.vocab),) or self.coef.shape[0] != len(self.vocab):
             raise ModelConfigError("Chinese model: vocabulary and arrays disagree in size")
+        if not 1 <= ngram_range[0] <= ngram_range[1] <= 3:
+            raise ModelConfigError(f"Chinese model: n-gram range {ngram_range} is not within 1..3")
+        try:
+            self._keys, self._key_ids = vocabulary_keys(np.asarray(list(vocab), dtype=str))
+        except ValueError as exc:
+            raise ModelConfigError(f"Chinese model: {exc}") from exc
 
     @classmethod
     def from_arrays(cls, z: Mapping[str, npt.NDArray[Any]]) -> ChineseNgramModel:
@@ -676,15 +755,19 @@ class ChineseNgramModel:
 
     def logits_one(self, text: str) -> npt.NDArray[np.float64]:
         """Logits ``(labels,)`` of one window (no windowing)."""
-        # Counted by vocabulary id, in order of first occurrence: the same terms in the same
-        # order as counting the n-grams themselves, without a Python loop per n-gram.
-        grams = char_ngrams(text, self.ngram_range, self.negation)
-        counts = Counter([i for i in map(self.vocab.get, grams) if i is not None])
-        if not counts:
+        keys = ngram_keys(text, self.ngram_range, self.negation)
+        if not len(self._keys):
             return self.intercept.copy()
-        idx = np.fromiter(counts.keys(), np.int64, len(counts))
-        tf = np.fromiter(counts.values(), np.float64, len(counts))
-        x = (1.0 + np.log(tf)) * self.idf[idx]
+        at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+        ids = self._key_ids[at[self._keys[at] == keys]]
+        if not len(ids):
+            return self.intercept.copy()
+        # Terms in order of first occurrence, as scikit-learn counts them: the same sums
+        # in the same order, so the same logits to the bit.
+        terms, first, tf = np.unique(ids, return_index=True, return_counts=True)
+        order = np.argsort(first)
+        idx = terms[order]
+        x = (1.0 + np.log(tf[order].astype(np.float64))) * self.idf[idx]
         x /= np.linalg.norm(x)
         return np.asarray(x @ self.coef[idx] + self.intercept, np.float64)
 

@@ -13,16 +13,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.model_loading import ModelIntegrityError
+from models.model_loading import ModelConfigError, ModelIntegrityError
 from models.text_builtin import (
     DEFAULT_WEIGHTS_DIR,
     ENCODER_SHA256,
     LABELS,
+    NEGATED,
     BuiltinTextClassifier,
+    ChineseNgramModel,
     TextTooLong,
     char_ngrams,
     encoder_dir,
     make_torch_encoder,
+    ngram_keys,
     pack_rows,
     read_encoder,
     route,
@@ -300,6 +303,71 @@ def test_char_ngrams_match_scikit_learn() -> None:
     analyzer = CountVectorizer(analyzer="char", ngram_range=(1, 3), lowercase=False)
     for text in ["你这个  傻逼", "ab", "a", "", "混合 text 文本\t\tok"]:
         assert char_ngrams(text, (1, 3)) == analyzer.build_analyzer()(text)
+
+
+def _string_logits(model: ChineseNgramModel, text: str) -> np.ndarray:
+    """The Chinese model's logits counted over n-gram strings, as scikit-learn does."""
+    from collections import Counter
+
+    grams = char_ngrams(text, model.ngram_range, model.negation)
+    counts = Counter(model.vocab[g] for g in grams if g in model.vocab)
+    if not counts:
+        return model.intercept.copy()
+    idx = np.fromiter(counts.keys(), np.int64, len(counts))
+    x = (1.0 + np.log(np.fromiter(counts.values(), np.float64, len(counts)))) * model.idf[idx]
+    x /= np.linalg.norm(x)
+    return np.asarray(x @ model.coef[idx] + model.intercept, np.float64)
+
+
+def test_ngram_keys_are_one_to_one_with_the_ngram_strings() -> None:
+    for text in ["黑人不是垃圾，是人", "不是¬垃圾 ok", "ab", "a", "", "😀不是  😀"]:
+        grams = char_ngrams(text, (1, 3), negation=4)
+        keys = ngram_keys(text, (1, 3), negation=4)
+        assert len(keys) == len(grams)
+        # Equal keys exactly where the n-grams are equal (a literal "¬" aside).
+        for (g1, k1), (g2, k2) in itertools.combinations(zip(grams, keys, strict=True), 2):
+            if NEGATED not in g1 + g2:
+                assert (k1 == k2) == (g1 == g2), (g1, g2)
+
+
+def test_chinese_logits_by_key_equal_counting_ngram_strings() -> None:
+    vocab = ["垃", "圾", "垃圾", "¬垃", "¬垃圾", "¬", "¬a", "a", "人", "是人", "¬¬a"]
+    rng = np.random.default_rng(0)
+    model = ChineseNgramModel(
+        vocab,
+        rng.uniform(1, 3, len(vocab)),
+        rng.normal(size=(len(LABELS), len(vocab))),
+        rng.normal(size=len(LABELS)),
+        (1, 3),
+        negation=4,
+    )
+    alphabet = list("垃圾人是不没a¬ ，")
+    texts = ["", "xyz", "黑人不是垃圾，是人", "¬a 不¬a"]
+    texts += ["".join(rng.choice(alphabet, size=int(rng.integers(1, 30)))) for _ in range(300)]
+    for text in texts:
+        assert np.array_equal(model.logits_one(text), _string_logits(model, text)), text
+
+
+def test_chinese_model_refuses_what_keys_cannot_hold() -> None:
+    one = np.ones(1)
+    with pytest.raises(ModelConfigError, match="n-gram range"):
+        ChineseNgramModel(["a"], one, np.ones((len(LABELS), 1)), one, (1, 4))
+    with pytest.raises(ModelConfigError, match="at most 4 characters"):
+        ChineseNgramModel(["abcde"], one, np.ones((len(LABELS), 1)), one, (1, 3))
+
+
+def test_packaged_chinese_model_scores_cold_dev_as_counting_strings(
+    clf: BuiltinTextClassifier,
+) -> None:
+    import csv
+
+    path = DATA / "text" / "cold" / "dev.csv"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    with path.open(encoding="utf-8-sig") as f:
+        texts = [normalize(r["TEXT"]) for r, _ in zip(csv.DictReader(f), range(500), strict=False)]
+    for text in texts:
+        assert np.array_equal(clf.zh.logits_one(text), _string_logits(clf.zh, text)), text
 
 
 # --- integrity -----------------------------------------------------------------------------
