@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -753,28 +754,39 @@ class ChineseNgramModel:
     def window_count(self, text: str) -> int:
         return len(windows(len(text), self.window_chars, self.window_overlap))
 
-    def logits_one(self, text: str) -> npt.NDArray[np.float64]:
-        """Logits ``(labels,)`` of one window (no windowing)."""
-        keys = ngram_keys(text, self.ngram_range, self.negation)
-        if not len(self._keys):
-            return self.intercept.copy()
+    def window_logits(self, pieces: Sequence[str]) -> npt.NDArray[np.float64]:
+        """Logits ``(len(pieces), labels)``, each piece as one window (no windowing)."""
+        out = np.tile(self.intercept, (len(pieces), 1))
+        if not pieces or not len(self._keys):
+            return out
+        # All pieces in one lookup: the per-call cost of a few numpy calls per piece was
+        # most of the time for the short windows and sentences a post splits into.
+        per_piece = [ngram_keys(p, self.ngram_range, self.negation) for p in pieces]
+        keys = np.concatenate(per_piece)
+        piece = np.repeat(np.arange(len(pieces)), [len(k) for k in per_piece])
         at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
-        ids = self._key_ids[at[self._keys[at] == keys]]
-        if not len(ids):
-            return self.intercept.copy()
-        # Terms in order of first occurrence, as scikit-learn counts them: the same sums
-        # in the same order, so the same logits to the bit.
-        terms, first, tf = np.unique(ids, return_index=True, return_counts=True)
+        hit = self._keys[at] == keys
+        ids, piece = self._key_ids[at[hit]], piece[hit]
+        # Terms per piece in order of first occurrence, as scikit-learn counts them: each
+        # piece's sums run over the same terms in the same order, so the same logits to the
+        # bit. Pieces are contiguous, so first occurrences also sort the pieces.
+        _, first, tf = np.unique(piece * len(self.idf) + ids, return_index=True, return_counts=True)
         order = np.argsort(first)
-        idx = terms[order]
-        x = (1.0 + np.log(tf[order].astype(np.float64))) * self.idf[idx]
-        x /= np.linalg.norm(x)
-        return np.asarray(x @ self.coef[idx] + self.intercept, np.float64)
+        first, tf = first[order], tf[order]
+        idx, owner = ids[first], piece[first]
+        x = (1.0 + np.log(tf.astype(np.float64))) * self.idf[idx]
+        bounds = np.searchsorted(owner, np.arange(len(pieces) + 1))
+        for i, (a, b) in enumerate(itertools.pairwise(bounds)):
+            if b > a:
+                xs = x[a:b] / np.linalg.norm(x[a:b])
+                out[i] = xs @ self.coef[idx[a:b]] + self.intercept
+        return out
 
-    def logits(self, text: str) -> npt.NDArray[np.float64]:
-        """Logits ``(labels,)``: the maximum over the text's windows."""
-        spans = windows(len(text), self.window_chars, self.window_overlap)
-        return np.max([self.logits_one(text[a:b]) for a, b in spans], axis=0)
+    def max_logits(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
+        """Logits ``(labels,)``: the maximum over the windows of all ``texts``."""
+        size, overlap = self.window_chars, self.window_overlap
+        pieces = [t[a:b] for t in texts for a, b in windows(len(t), size, overlap)]
+        return np.asarray(self.window_logits(pieces).max(axis=0), np.float64)
 
 
 def save_npz(path: Path, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
@@ -1147,11 +1159,8 @@ class BuiltinTextClassifier(TextClassifier):
                     f"{self.name}: text needs {count} windows of {self.zh.window_chars} "
                     f"characters, more than the limit of {self.max_windows}"
                 )
-            logits = self.zh.logits(text)
             units = sentence_units(text)
-            if len(units) > 1:
-                logits = np.max([logits, *(self.zh.logits(u) for u in units)], axis=0)
-            rows.append(logits)
+            rows.append(self.zh.max_logits([text, *units] if len(units) > 1 else [text]))
         if not rows:
             return np.zeros((0, len(LABELS)))
         return _sigmoid(np.array(rows))

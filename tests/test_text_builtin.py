@@ -344,8 +344,11 @@ def test_chinese_logits_by_key_equal_counting_ngram_strings() -> None:
     alphabet = list("垃圾人是不没a¬ ，")
     texts = ["", "xyz", "黑人不是垃圾，是人", "¬a 不¬a"]
     texts += ["".join(rng.choice(alphabet, size=int(rng.integers(1, 30)))) for _ in range(300)]
-    for text in texts:
-        assert np.array_equal(model.logits_one(text), _string_logits(model, text)), text
+    # Scored together, as a post's windows and sentences are, and each on its own.
+    together = model.window_logits(texts)
+    for text, row in zip(texts, together, strict=True):
+        assert np.array_equal(row, _string_logits(model, text)), text
+        assert np.array_equal(model.window_logits([text])[0], row), text
 
 
 def test_chinese_model_refuses_what_keys_cannot_hold() -> None:
@@ -366,8 +369,10 @@ def test_packaged_chinese_model_scores_cold_dev_as_counting_strings(
         pytest.skip(f"{path} not present")
     with path.open(encoding="utf-8-sig") as f:
         texts = [normalize(r["TEXT"]) for r, _ in zip(csv.DictReader(f), range(500), strict=False)]
-    for text in texts:
-        assert np.array_equal(clf.zh.logits_one(text), _string_logits(clf.zh, text)), text
+    for start in range(0, len(texts), 10):
+        chunk = texts[start : start + 10]
+        for text, row in zip(chunk, clf.zh.window_logits(chunk), strict=True):
+            assert np.array_equal(row, _string_logits(clf.zh, text)), text
 
 
 # --- integrity -----------------------------------------------------------------------------
