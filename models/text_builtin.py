@@ -454,7 +454,9 @@ _CJK_RE = re.compile(
     "[\u2e80-\u2fdf\u3040-\u30ff\u3100-\u312f\u31a0-\u31bf\u31f0-\u31ff\u3400-\u4dbf"
     "\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0003134f]"
 )
-_CJK_RUN_RE = re.compile(_CJK_RE.pattern + "+")
+# A stretch of CJK text with the punctuation inside it and right after it ("天气很好,我们烤鱼、
+# 打牌。"): blanked as one, so the English path does not read a Chinese sentence's commas.
+_CJK_SPAN_RE = re.compile(rf"{_CJK_RE.pattern}(?:[\W_]*{_CJK_RE.pattern})*[^\w\s]*")
 _LETTER_RE = re.compile(r"[^\W\d_]")
 
 
@@ -490,7 +492,7 @@ def route(text: str, routing: Routing = Routing()) -> tuple[str | None, str | No
 
     Letters are counted by script. Mostly-CJK text goes to the Chinese path, the rest to the
     English one; mixed text goes to both (scores: the maximum). When both run, the English
-    path sees the text with its CJK runs blanked, since MiniLM reads most of them as [UNK].
+    path sees the text with its CJK stretches blanked, since MiniLM reads most of them as [UNK].
     """
     cjk = len(_CJK_RE.findall(text))
     letters = len(_LETTER_RE.findall(text))
@@ -498,7 +500,7 @@ def route(text: str, routing: Routing = Routing()) -> tuple[str | None, str | No
     total = cjk + other
     zh = cjk > 0 and (cjk >= routing.zh_min_share * total or cjk >= routing.zh_min_chars)
     en = not zh or other >= routing.en_min_share * total or other >= routing.en_min_letters
-    en_text = (" ".join(_CJK_RUN_RE.sub(" ", text).split()) if zh else text) if en else None
+    en_text = (" ".join(_CJK_SPAN_RE.sub(" ", text).split()) if zh else text) if en else None
     return en_text, (text if zh else None)
 
 

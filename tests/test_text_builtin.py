@@ -295,6 +295,11 @@ def test_routing_by_script() -> None:
     en, zh = route("fuck you 傻逼")
     assert en == "fuck you" and zh == "fuck you 傻逼"
     assert route("🙂") == ("🙂", None)
+    # A Chinese sentence is blanked with the punctuation inside and after it: the English
+    # path reads no orphaned commas, the Chinese path the whole text.
+    mixed = "we watched the sunset. 我们烤鱼、打牌,看日落。next time a tent! 下次过夜。bye (ok)"
+    en, zh = route(mixed)
+    assert en == "we watched the sunset. next time a tent! bye (ok)" and zh == mixed
 
 
 def test_char_ngrams_match_scikit_learn() -> None:
