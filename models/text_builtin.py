@@ -617,13 +617,12 @@ _CP_BITS = 21
 _NEGATED_BIT = np.uint64(1 << 63)
 
 
-def _fold(codes: npt.NDArray[np.uint64], n: int) -> npt.NDArray[np.uint64]:
-    """Keys of the ``n``-grams of a row of code points (+1), one per start."""
-    count = len(codes) - n + 1
-    key = codes[:count].copy()
-    for j in range(1, n):
+def _pack(columns: Sequence[npt.NDArray[np.uint64]]) -> npt.NDArray[np.uint64]:
+    """Keys of n-grams given as columns of code points (+1): the first character highest."""
+    key = columns[0].copy()
+    for column in columns[1:]:
         key <<= np.uint64(_CP_BITS)
-        key |= codes[j : j + count]
+        key |= column
     return key
 
 
@@ -639,11 +638,12 @@ def ngram_keys(
     marked = np.array(negation_scope(text, negation), bool) if negation > 0 else None
     parts = []
     for n in range(lo, min(hi, len(text)) + 1):
-        key = _fold(codes, n)
+        count = len(text) - n + 1
+        key = _pack([codes[j : j + count] for j in range(n)])
         if marked is not None:
-            whole = marked[: len(key)].copy()
+            whole = marked[:count].copy()
             for j in range(1, n):
-                whole &= marked[j : j + len(key)]
+                whole &= marked[j : j + count]
             key[whole] |= _NEGATED_BIT
         parts.append(key)
     return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
@@ -657,30 +657,30 @@ def vocabulary_keys(
     A term ``NEGATED + g`` gets the negated key of ``g`` and, when short enough, also the
     plain key of its own characters: a literal "¬" in a text matches as the string did.
     """
-    width = terms.dtype.itemsize // 4
+    width = max(terms.dtype.itemsize // 4, 1)
     if width > 4:
         raise ValueError("vocabulary terms hold at most 4 characters")
-    cps = np.ascontiguousarray(terms.astype(f"<U{max(width, 1)}")).view(np.uint32)
-    cps = cps.reshape(len(terms), max(width, 1)).astype(np.uint64)
-    lengths = (cps > 0).sum(axis=1)
-    codes = np.where(cps > 0, cps + np.uint64(1), np.uint64(0))
-
-    def fold(rows: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
-        key = np.zeros(len(rows), np.uint64)
-        for j in range(rows.shape[1]):
-            nonzero = rows[:, j] > 0
-            key[nonzero] = (key[nonzero] << np.uint64(_CP_BITS)) | rows[nonzero, j]
-        return key
-
-    index = np.arange(len(terms), dtype=np.int64)
-    negated = (cps[:, 0] == ord(NEGATED)) & (lengths >= 2)
-    plain = lengths <= 3
-    keys = [fold(codes[plain]), fold(codes[negated, 1:]) | _NEGATED_BIT]
-    ids = [index[plain], index[negated]]
-    all_keys = np.concatenate(keys)
-    all_ids = np.concatenate(ids)
+    cps = np.ascontiguousarray(terms.astype(f"<U{width}")).view(np.uint32)
+    codes = cps.reshape(len(terms), width).astype(np.uint64) + np.uint64(1)
+    lengths = (cps.reshape(len(terms), width) > 0).sum(axis=1)
+    negated = (codes[:, 0] == ord(NEGATED) + 1) & (lengths >= 2)
+    keys, ids = [], []
+    for n in range(1, width + 1):
+        plain = np.flatnonzero(lengths == n)
+        if n <= 3:
+            keys.append(_pack([codes[plain, j] for j in range(n)]))
+            ids.append(plain)
+        if n >= 2:
+            flagged = np.flatnonzero(negated & (lengths == n))
+            keys.append(_pack([codes[flagged, j] for j in range(1, n)]) | _NEGATED_BIT)
+            ids.append(flagged)
+    all_keys = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
+    all_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
     order = np.argsort(all_keys, kind="stable")
-    return all_keys[order], all_ids[order]
+    all_keys, all_ids = all_keys[order], all_ids[order].astype(np.int64)
+    if np.any(all_keys[1:] == all_keys[:-1]):
+        raise ValueError("the vocabulary repeats a term")
+    return all_keys, all_ids
 
 
 class ChineseNgramModel:
@@ -702,7 +702,7 @@ class ChineseNgramModel:
         window_overlap: int = 32,
         negation: int = 0,
     ) -> None:
-        self.vocab = {term: i for i, term in enumerate(vocab)}
+        self.terms = np.asarray(list(vocab), dtype=str)
         self.negation = negation
         self.idf = np.asarray(idf, np.float32)
         self.coef = np.ascontiguousarray(np.asarray(coef, np.float32).T)  # (V, labels)
@@ -710,12 +710,12 @@ class ChineseNgramModel:
         self.ngram_range = ngram_range
         self.window_chars = window_chars
         self.window_overlap = window_overlap
-        if self.idf.shape != (len(self.vocab),) or self.coef.shape[0] != len(self.vocab):
+        if self.idf.shape != (len(self.terms),) or self.coef.shape[0] != len(self.terms):
             raise ModelConfigError("Chinese model: vocabulary and arrays disagree in size")
         if not 1 <= ngram_range[0] <= ngram_range[1] <= 3:
             raise ModelConfigError(f"Chinese model: n-gram range {ngram_range} is not within 1..3")
         try:
-            self._keys, self._key_ids = vocabulary_keys(np.asarray(list(vocab), dtype=str))
+            self._keys, self._key_ids = vocabulary_keys(self.terms)
         except ValueError as exc:
             raise ModelConfigError(f"Chinese model: {exc}") from exc
 
@@ -739,11 +739,10 @@ class ChineseNgramModel:
             raise ModelConfigError(f"Chinese model: bad arrays: {exc}") from exc
 
     def save(self, path: Path) -> None:
-        inverse = sorted(self.vocab, key=self.vocab.__getitem__)
         save_npz(
             path,
             {
-                "vocab": np.array(inverse, dtype=str),
+                "vocab": self.terms,
                 "idf": self.idf.astype(np.float16),
                 "coef": self.coef.T.astype(np.float16),
                 "intercept": self.intercept.astype(np.float32),
@@ -788,7 +787,7 @@ class ChineseNgramModel:
         """Logits ``(labels,)``: the maximum over the windows of all ``texts``."""
         size, overlap = self.window_chars, self.window_overlap
         pieces = [t[a:b] for t in texts for a, b in windows(len(t), size, overlap)]
-        return np.asarray(self.window_logits(pieces).max(axis=0), np.float64)
+        return self.window_logits(pieces).max(axis=0)
 
 
 def save_npz(path: Path, arrays: Mapping[str, npt.NDArray[Any]]) -> None:

@@ -695,7 +695,7 @@ def train(
     zh = _fit_chinese(sets["cold"].train + sets["swsr"].train + sets["contrast_zh"].train)
     zh.save(out_dir / ZH_FILE)
     zh_seconds = time.perf_counter() - t0
-    log.info("Chinese model: %d n-grams, %.0f s", len(zh.vocab), zh_seconds)
+    log.info("Chinese model: %d n-grams, %.0f s", len(zh.terms), zh_seconds)
 
     t0 = time.perf_counter()
     spec = EncoderSpec()

@@ -314,8 +314,9 @@ def _string_logits(model: ChineseNgramModel, text: str) -> np.ndarray:
     """The Chinese model's logits counted over n-gram strings, as scikit-learn does."""
     from collections import Counter
 
+    vocab = {str(term): i for i, term in enumerate(model.terms)}
     grams = char_ngrams(text, model.ngram_range, model.negation)
-    counts = Counter(model.vocab[g] for g in grams if g in model.vocab)
+    counts = Counter(vocab[g] for g in grams if g in vocab)
     if not counts:
         return model.intercept.copy()
     idx = np.fromiter(counts.keys(), np.int64, len(counts))
@@ -362,6 +363,9 @@ def test_chinese_model_refuses_what_keys_cannot_hold() -> None:
         ChineseNgramModel(["a"], one, np.ones((len(LABELS), 1)), one, (1, 4))
     with pytest.raises(ModelConfigError, match="at most 4 characters"):
         ChineseNgramModel(["abcde"], one, np.ones((len(LABELS), 1)), one, (1, 3))
+    two = np.ones(2)
+    with pytest.raises(ModelConfigError, match="repeats a term"):
+        ChineseNgramModel(["ab", "ab"], two, np.ones((len(LABELS), 2)), one, (1, 3))
 
 
 def test_packaged_chinese_model_scores_cold_dev_as_counting_strings(
